@@ -1,0 +1,15 @@
+export {
+  type ApplianceConfig,
+  type Arch,
+  arches,
+  defconfigName,
+  loadAppliance,
+  parseAppliance,
+} from './load.js';
+export {
+  type ApplianceInput,
+  type ApplianceSettings,
+  applianceJsonSchema,
+  applianceSchema,
+} from './schema.js';
+export { formatSize, parseSize } from './values.js';

@@ -1,0 +1,281 @@
+/**
+ * The one definition of appliance.yaml. Types, validation, appliance.schema.json and the
+ * README's configuration reference are all derived from this schema.
+ */
+import { z } from 'zod';
+import {
+  buildrootSymbolPattern,
+  docuumThresholdPattern,
+  durationPattern,
+  imageReferencePattern,
+  kernelOptionPattern,
+  parseIPv6Cidr,
+  parseSize,
+  regexProblem,
+  sshKeyProblem,
+  volumePattern,
+} from './values.js';
+
+const shown = (v: unknown) => JSON.stringify(v);
+
+const size = (what: string, min: number, max: number) =>
+  z
+    .string()
+    .superRefine((text, ctx) => {
+      const bytes = parseSize(text);
+      if (bytes === undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `expected a size such as "20G" or "512MiB", got ${shown(text)}`,
+        });
+      } else if (bytes < min || bytes > max) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `${what} must be between ${min / 1024 ** 2} MiB and ${max / 1024 ** 3} GiB, got ${shown(text)}`,
+        });
+      }
+    })
+    .meta({ description: `${what}: a size with a binary unit, e.g. "20G", "512MiB"` });
+
+const matching = (pattern: RegExp, expected: string) =>
+  z.string().superRefine((text, ctx) => {
+    if (!pattern.test(text))
+      ctx.addIssue({ code: 'custom', message: `expected ${expected}, got ${shown(text)}` });
+  });
+
+const httpUrl = z.string().superRefine((text, ctx) => {
+  let url: URL | undefined;
+  try {
+    url = new URL(text);
+  } catch {
+    url = undefined;
+  }
+  if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:') || url.hostname === '') {
+    ctx.addIssue({
+      code: 'custom',
+      message: `expected an http(s) URL such as "https://gitlab.example.com", got ${shown(text)}`,
+    });
+  } else if (url.username || url.password) {
+    ctx.addIssue({
+      code: 'custom',
+      message: 'the URL must not carry credentials; the token goes in a systemd credential',
+    });
+  }
+});
+
+const symbolValue = z.union([
+  z.boolean(),
+  z.number().int(),
+  z.string().regex(/^[^"\n\\]*$/, 'must not contain quotes, backslashes or line breaks'),
+]);
+
+export const applianceSchema = z
+  .strictObject({
+    name: matching(
+      /^[a-z][a-z0-9-]{0,30}[a-z0-9]$/,
+      'a lower-case name of 2-32 letters, digits and dashes, e.g. "ci-runner"',
+    )
+      .default('runner-appliance')
+      .meta({ description: 'Appliance name: hostname, defconfig prefix and libvirt domain name.' }),
+    arch: z.enum(['x86_64', 'aarch64']).default('x86_64').meta({
+      description: 'Target architecture to build, define and boot. Defconfigs are rendered for both.',
+    }),
+    buildroot: z
+      .strictObject({
+        version: matching(/^\d{4}\.\d{2}(\.\d+)?$/, 'a Buildroot release such as "2026.02.3"')
+          .default('2026.02.3')
+          .meta({ description: 'Buildroot release the tree is checked and built against.' }),
+        symbols: z
+          .record(
+            matching(buildrootSymbolPattern, 'a Buildroot symbol such as "BR2_PACKAGE_HTOP"'),
+            symbolValue,
+          )
+          .default({})
+          .meta({
+            description:
+              'Extra Buildroot symbols for the defconfig, e.g. `BR2_PACKAGE_HTOP: y`. true/false mean y/n; they override the generated ones.',
+          }),
+      })
+      .prefault({})
+      .meta({ description: 'Buildroot release and extra symbols.' }),
+    kernel: z
+      .strictObject({
+        version: matching(/^\d+\.\d+(\.\d+)?$/, 'a kernel version such as "6.18.7"')
+          .default('6.18.7')
+          .meta({ description: 'Linux kernel version Buildroot builds.' }),
+        fragment: z
+          .array(
+            matching(
+              kernelOptionPattern,
+              'a kernel option line such as "CONFIG_FOO=y" or "# CONFIG_FOO is not set"',
+            ),
+          )
+          .default([])
+          .meta({ description: 'Extra kernel config lines appended to the generated fragment.' }),
+      })
+      .prefault({})
+      .meta({ description: 'Kernel version and extra configuration.' }),
+    runner: z
+      .strictObject({
+        url: httpUrl
+          .default('https://gitlab.com')
+          .meta({ description: 'GitLab instance the runner registers with.' }),
+        executor: z
+          .literal('docker')
+          .default('docker')
+          .meta({ description: 'Runner executor; only "docker".' }),
+        concurrent: z
+          .number()
+          .int()
+          .min(1)
+          .max(64)
+          .default(2)
+          .meta({ description: 'Jobs run at the same time.' }),
+        defaultImage: matching(imageReferencePattern, 'a Docker image reference such as "alpine:3.22"')
+          .default('alpine:3.22')
+          .meta({ description: 'Image for jobs that name none.' }),
+        privileged: z
+          .boolean()
+          .default(false)
+          .meta({ description: 'Run job containers privileged (needed for docker-in-docker).' }),
+        volumes: z
+          .array(matching(volumePattern, 'a volume such as "/cache" or "/srv/cache:/cache:ro"'))
+          .default(['/cache'])
+          .meta({ description: 'Volumes mounted into every job container.' }),
+        tokenCredential: matching(
+          /^[A-Za-z0-9_.-]{1,28}$/,
+          'a credential name of 1-28 letters, digits, ".", "_" or "-" (fw_cfg names are at most 55 bytes)',
+        )
+          .default('gitlab-runner.token')
+          .meta({
+            description: 'systemd credential that carries the runner authentication token (glrt-…) at boot.',
+          }),
+      })
+      .prefault({})
+      .meta({ description: 'GitLab Runner settings.' }),
+    docker: z
+      .strictObject({
+        ipv6: z.boolean().default(true).meta({ description: 'Enable IPv6 on the default bridge.' }),
+        fixedCidrV6: z
+          .string()
+          .superRefine((text, ctx) => {
+            const cidr = parseIPv6Cidr(text);
+            if (!cidr)
+              ctx.addIssue({
+                code: 'custom',
+                message: `expected an IPv6 network such as "fd00:d0c::/64", got ${shown(text)}`,
+              });
+            else if (cidr.prefix > 80)
+              ctx.addIssue({
+                code: 'custom',
+                message: `the prefix must be /80 or shorter, got /${cidr.prefix}`,
+              });
+          })
+          .default('fd00:d0c:0:1::/64')
+          .meta({ description: 'IPv6 subnet of the default bridge (docker fixed-cidr-v6).' }),
+        ip6tables: z
+          .boolean()
+          .default(true)
+          .meta({ description: 'Let Docker manage ip6tables (IPv6 NAT for containers).' }),
+        logMaxSize: matching(/^\d+[kmg]$/, 'a json-file log size such as "10m"')
+          .default('10m')
+          .meta({ description: 'Largest container log file before rotation.' }),
+      })
+      .prefault({})
+      .meta({ description: 'Docker daemon options (daemon.json).' }),
+    docuum: z
+      .strictObject({
+        threshold: matching(docuumThresholdPattern, 'a size such as "10 GB" or a percentage such as "80%"')
+          .default('10 GB')
+          .meta({
+            description: 'Disk use of Docker images above which docuum deletes the least recently used.',
+          }),
+        keep: z
+          .array(
+            z.string().superRefine((text, ctx) => {
+              const problem = regexProblem(text);
+              if (problem)
+                ctx.addIssue({
+                  code: 'custom',
+                  message: `expected a regular expression, got ${shown(text)} (${problem})`,
+                });
+            }),
+          )
+          .default([])
+          .meta({ description: 'Regular expressions on repository:tag of images never deleted.' }),
+        minAge: matching(durationPattern, 'a duration such as "1d" or "12h"')
+          .optional()
+          .meta({ description: 'Images used more recently than this are never deleted.' }),
+        deletionChunkSize: z
+          .number()
+          .int()
+          .min(1)
+          .max(100)
+          .default(1)
+          .meta({ description: 'Images deleted per pass.' }),
+      })
+      .prefault({})
+      .meta({ description: 'docuum: least-recently-used eviction of Docker images.' }),
+    dataDisk: z
+      .strictObject({
+        label: matching(
+          /^[A-Za-z0-9][A-Za-z0-9_-]{0,15}$/,
+          'an ext4 label of 1-16 letters, digits, "_" or "-"',
+        )
+          .default('docker-data')
+          .meta({ description: 'ext4 label the appliance mounts /var/lib/docker from.' }),
+        size: size('Data disk size', 1024 ** 3, 64 * 1024 ** 4).default('20G'),
+      })
+      .prefault({})
+      .meta({ description: 'The writable data disk.' }),
+    vm: z
+      .strictObject({
+        vcpus: z.number().int().min(1).max(256).default(2).meta({ description: 'Virtual CPUs.' }),
+        memory: size('Memory', 512 * 1024 ** 2, 1024 ** 4).default('2G'),
+        balloon: z.boolean().default(true).meta({
+          description: 'virtio balloon with free page reporting, so unused memory returns to the host.',
+        }),
+      })
+      .prefault({})
+      .meta({ description: 'Virtual machine resources.' }),
+    ssh: z
+      .strictObject({
+        authorizedKeys: z
+          .array(
+            z.string().superRefine((text, ctx) => {
+              const problem = sshKeyProblem(text);
+              if (problem)
+                ctx.addIssue({
+                  code: 'custom',
+                  message: `expected an SSH public key line (${problem}), got ${shown(text.slice(0, 40))}`,
+                });
+            }),
+          )
+          .default([])
+          .meta({
+            description:
+              'Public keys allowed to log in as root. More can be passed at boot in the ssh.authorized_keys.root credential.',
+          }),
+      })
+      .prefault({})
+      .meta({ description: 'SSH access.' }),
+    overlays: z.array(z.string().min(1)).default([]).meta({
+      description: 'Extra rootfs overlay folders, relative to appliance.yaml; copied into the rendered tree.',
+    }),
+  })
+  .meta({
+    title: 'runner-appliance',
+    description: 'One appliance: a Buildroot VM running a GitLab Runner with Docker.',
+  });
+
+export type ApplianceInput = z.input<typeof applianceSchema>;
+export type ApplianceSettings = z.output<typeof applianceSchema>;
+
+/** appliance.schema.json: the schema of what users write (inputs), for editor completion. */
+export function applianceJsonSchema(): Record<string, unknown> {
+  const schema = z.toJSONSchema(applianceSchema, { io: 'input', unrepresentable: 'any' }) as Record<
+    string,
+    unknown
+  >;
+  return schema;
+}
