@@ -1,0 +1,1 @@
+export { type KvmProbe, kvmDeviceUsable, probeKvm, qemuBinary } from './accel.js';
