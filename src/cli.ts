@@ -1,7 +1,7 @@
 /** The `appliance` command line. Each command is a thin layer over one stage module. */
 import { writeFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
-import { type Arch, applianceJsonSchema, loadAppliance } from './config/index.js';
+import { type Arch, applianceJsonSchema, configReferenceMarkdown, loadAppliance } from './config/index.js';
 import { ApplianceError, ExitCode, isApplianceError } from './errors.js';
 import { info, isVerbose, setVerbose } from './log.js';
 import { fetchBuildroot, pinHashes } from './buildroot/index.js';
@@ -44,8 +44,9 @@ program
   .command('schema')
   .description('print the JSON Schema of appliance.yaml (or write it with --out)')
   .option('-o, --out <file>', 'write to this file instead of stdout')
-  .action((opts: { out?: string }) => {
-    const text = `${JSON.stringify(applianceJsonSchema(), null, 2)}\n`;
+  .option('--markdown', "print the configuration reference table (as in the README) instead")
+  .action((opts: { out?: string; markdown?: boolean }) => {
+    const text = opts.markdown ? `${configReferenceMarkdown()}\n` : `${JSON.stringify(applianceJsonSchema(), null, 2)}\n`;
     if (opts.out) writeFileSync(opts.out, text);
     else process.stdout.write(text);
   });

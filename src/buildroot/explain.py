@@ -34,6 +34,9 @@ def symbols_in(expr):
 
 
 def describe(expr, kconf):
+    if isinstance(expr, kconfiglib.Choice):
+        deps = [describe(p, kconf) for p in expr_parts(expr.direct_dep) if kconfiglib.expr_value(p) == 0]
+        return "a choice that is unavailable" + (": it depends on " + "; ".join(deps) if deps else "")
     text = kconfiglib.expr_str(expr)
     values = ", ".join(
         "%s=%s" % (s.name, s.str_value or "n") for s in symbols_in(expr))
@@ -43,6 +46,8 @@ def describe(expr, kconf):
 def main():
     topdir, outdir = sys.argv[1], sys.argv[2]
     wanted = [a.split("=", 1) for a in sys.argv[3:]]
+    # Buildroot writes symbols without the kernel's CONFIG_ prefix.
+    os.environ["CONFIG_"] = ""
     os.environ.setdefault("srctree", topdir)
     os.environ["BASE_DIR"] = outdir
     os.environ["BR2_BASE_DIR"] = outdir

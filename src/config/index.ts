@@ -13,3 +13,4 @@ export {
   applianceSchema,
 } from './schema.js';
 export { formatSize, parseSize } from './values.js';
+export { configReferenceMarkdown } from './reference.js';

@@ -1,0 +1,177 @@
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { applianceJsonSchema, configReferenceMarkdown, loadAppliance, parseAppliance } from '../../src/config/index.js';
+import { buildTree, diffTree, manifestName, renderTree, writeTree } from '../../src/render/index.js';
+import { repoRoot, runCli, tempDir } from '../helpers.js';
+
+const config = loadAppliance();
+
+describe('rendered files in the repository', () => {
+  it('external/ is exactly the render of the default appliance.yaml', () => {
+    const diff = diffTree(join(repoRoot, 'external'), renderTree(config));
+    expect(diff, "run 'npm run build && node dist/bin.js render' and commit external/").toEqual({ changed: [], missing: [], extra: [] });
+  });
+
+  it('appliance.schema.json is the schema exported from the config model', () => {
+    const committed = JSON.parse(readFileSync(join(repoRoot, 'appliance.schema.json'), 'utf8'));
+    expect(committed).toEqual(applianceJsonSchema());
+  });
+
+  it('the README configuration reference is the one generated from the schema', () => {
+    const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
+    const section = /<!-- config-reference:start -->\n([\s\S]*?)\n<!-- config-reference:end -->/.exec(readme)?.[1];
+    expect(section, "run 'node dist/bin.js schema --markdown' and paste it into the README").toBe(configReferenceMarkdown());
+    for (const name of Object.keys((applianceJsonSchema() as { properties: object }).properties)) expect(section).toContain(`| \`${name}\` |`);
+  });
+});
+
+describe('render', () => {
+  it('is deterministic: the same config gives byte-identical trees', () => {
+    const a = tempDir();
+    const b = tempDir();
+    writeTree(join(a, 't'), buildTree(config));
+    writeTree(join(b, 't'), buildTree(config));
+    const ta = buildTree(config);
+    expect(diffTree(join(a, 't'), ta)).toEqual({ changed: [], missing: [], extra: [] });
+    expect(diffTree(join(b, 't'), ta)).toEqual({ changed: [], missing: [], extra: [] });
+  });
+
+  it('renders the config values into the overlay and defconfig', () => {
+    const c = parseAppliance(
+      [
+        'name: edge-runner',
+        'arch: aarch64',
+        'runner: {url: "https://gitlab.example.com", concurrent: 7, privileged: true, volumes: ["/cache", "/srv/a-b:/a:ro"]}',
+        'docker: {ipv6: false}',
+        'docuum: {threshold: "80%", keep: ["^alpine:", "a b"], minAge: 1d}',
+        'dataDisk: {label: ci-data}',
+        'buildroot: {symbols: {BR2_PACKAGE_HTOP: true, BR2_TARGET_ROOTFS_TAR: false, BR2_TARGET_GENERIC_ISSUE: "Hello"}}',
+        'kernel: {fragment: ["CONFIG_ZRAM=y"]}',
+      ].join('\n'),
+      join(repoRoot, 'x.yaml'),
+    );
+    const tree = buildTree(c);
+    const text = (p: string) => tree.get(p)?.content.toString() ?? `(missing ${p})`;
+    const defconfig = text('configs/edge_runner_aarch64_defconfig');
+    expect(defconfig).toContain('BR2_aarch64=y\n');
+    expect(defconfig).toContain('BR2_PACKAGE_HTOP=y\n');
+    expect(defconfig).toContain('BR2_TARGET_GENERIC_ISSUE="Hello"\n');
+    expect(defconfig.match(/BR2_TARGET_GENERIC_ISSUE/g)).toHaveLength(1);
+    expect(defconfig).toContain('$(BR2_EXTERNAL_EDGE_RUNNER_PATH)/board/rootfs-overlay');
+    expect(text('external.desc')).toMatch(/^name: EDGE_RUNNER$/m);
+    const toml = text('board/rootfs-overlay/usr/share/appliance/gitlab-runner/config.toml.template');
+    expect(toml).toContain('concurrent = 7');
+    expect(toml).toContain('privileged = true');
+    expect(toml).toContain('volumes = ["/cache", "/srv/a-b:/a:ro"]');
+    expect(toml).toContain('url = "https://gitlab.example.com"');
+    const daemon = JSON.parse(text('board/rootfs-overlay/etc/docker/daemon.json'));
+    expect(daemon.ipv6).toBe(false);
+    expect(daemon.ip6tables).toBe(false);
+    expect(daemon['fixed-cidr-v6']).toBeUndefined();
+    expect(text('board/rootfs-overlay/usr/lib/systemd/system/docuum.service')).toContain(
+      'ExecStart=/usr/bin/docuum --threshold 80%% --keep ^alpine: --keep "a b" --min-age 1d --deletion-chunk-size 1',
+    );
+    expect(text('board/rootfs-overlay/usr/lib/systemd/system/data.mount')).toContain('What=/dev/disk/by-label/ci-data');
+    expect(text('board/linux.fragment')).toMatch(/CONFIG_ZRAM=y\n$/);
+    expect(tree.get('board/post-build.sh')?.mode).toBe(0o755);
+    expect(tree.get('board/rootfs-overlay/usr/libexec/appliance/prepare-data')?.mode).toBe(0o755);
+  });
+
+  it('copies extra overlay folders into the tree', () => {
+    const dir = tempDir();
+    mkdirSync(join(dir, 'extra/etc'), { recursive: true });
+    writeFileSync(join(dir, 'extra/etc/motd'), 'hello\n');
+    writeFileSync(join(dir, 'appliance.yaml'), 'overlays: [extra]\n');
+    const tree = buildTree(loadAppliance(join(dir, 'appliance.yaml')));
+    expect(tree.get('board/overlay-extra/1-extra/etc/motd')?.content.toString()).toBe('hello\n');
+    expect(tree.get('configs/runner_appliance_x86_64_defconfig')?.content.toString()).toContain('/board/overlay-extra/1-extra"');
+  });
+
+  it('pins hashes from appliance.hashes.json and then enforces hash checks', () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, 'appliance.yaml'), '');
+    const sha = 'a'.repeat(64);
+    writeFileSync(
+      join(dir, 'appliance.hashes.json'),
+      JSON.stringify({ 'docuum-0.25.1-cargo4.tar.gz': sha, 'gitlab-runner-19.2.2-go2.tar.gz': 'b'.repeat(64) }),
+    );
+    const tree = renderTree(loadAppliance(join(dir, 'appliance.yaml')));
+    expect(tree.get('package/docuum/docuum.hash')?.content.toString()).toContain(`sha256  ${sha}  docuum-0.25.1-cargo4.tar.gz`);
+    expect(tree.get('package/docuum/docuum.mk')?.content.toString()).not.toContain('BR_NO_CHECK_HASH_FOR');
+    expect(tree.get('configs/runner_appliance_x86_64_defconfig')?.content.toString()).toContain('BR2_DOWNLOAD_FORCE_CHECK_HASHES=y');
+    const unpinned = buildTree(config);
+    expect(unpinned.get('package/docuum/docuum.mk')?.content.toString()).toContain('BR_NO_CHECK_HASH_FOR += $(DOCUUM_SOURCE)');
+    expect(unpinned.get('configs/runner_appliance_x86_64_defconfig')?.content.toString()).not.toContain('FORCE_CHECK_HASHES');
+  });
+});
+
+describe('writing over an existing tree', () => {
+  it('keeps files it did not generate and removes only generated files that are gone', () => {
+    const out = join(tempDir(), 'ext');
+    writeTree(out, buildTree(config));
+    writeFileSync(join(out, 'package', 'mine.txt'), 'user file\n');
+    const smaller = buildTree(config);
+    smaller.delete('board/rootfs-overlay/etc/hostname');
+    const r = writeTree(out, smaller);
+    expect(r.removed).toEqual(['board/rootfs-overlay/etc/hostname']);
+    expect(r.kept).toEqual(['package/mine.txt']);
+    expect(readFileSync(join(out, 'package', 'mine.txt'), 'utf8')).toBe('user file\n');
+    expect(existsSync(join(out, 'board/rootfs-overlay/etc/hostname'))).toBe(false);
+  });
+
+  it('refuses to overwrite an edited generated file unless forced, and changes nothing', () => {
+    const out = join(tempDir(), 'ext');
+    writeTree(out, buildTree(config));
+    const edited = join(out, 'board/post-build.sh');
+    writeFileSync(edited, '#!/bin/sh\necho mine\n');
+    const changed = buildTree(parseAppliance('name: other-name\n', join(repoRoot, 'x.yaml')));
+    expect(() => writeTree(out, changed)).toThrow(/were edited since they were rendered \(board\/post-build\.sh\)/);
+    expect(readFileSync(edited, 'utf8')).toBe('#!/bin/sh\necho mine\n');
+    expect(existsSync(join(out, 'configs/runner_appliance_x86_64_defconfig'))).toBe(true);
+    writeTree(out, changed, { force: true });
+    expect(readFileSync(edited, 'utf8')).not.toContain('mine');
+    expect(existsSync(join(out, 'configs/other_name_x86_64_defconfig'))).toBe(true);
+    expect(existsSync(join(out, 'configs/runner_appliance_x86_64_defconfig'))).toBe(false);
+  });
+
+  it('refuses a non-empty folder it did not render', () => {
+    const out = tempDir();
+    writeFileSync(join(out, 'notes.txt'), 'x');
+    expect(() => writeTree(out, buildTree(config))).toThrow(/was not rendered by appliance/);
+    expect(existsSync(join(out, manifestName))).toBe(false);
+  });
+
+  it('refuses to overwrite a foreign file at a generated path', () => {
+    const out = join(tempDir(), 'ext');
+    writeTree(out, buildTree(config));
+    const tree = buildTree(config);
+    tree.set('package/extra.txt', { content: Buffer.from('x'), mode: 0o644 });
+    writeFileSync(join(out, 'package/extra.txt'), 'foreign');
+    expect(() => writeTree(out, tree)).toThrow(/was not generated by appliance but the render would overwrite it/);
+    expect(readFileSync(join(out, 'package/extra.txt'), 'utf8')).toBe('foreign');
+  });
+
+  it('a failed write leaves the previous tree whole and no staging folder behind', () => {
+    const parent = tempDir();
+    const out = join(parent, 'ext');
+    writeTree(out, buildTree(config));
+    const before = readFileSync(join(out, manifestName), 'utf8');
+    const bad = buildTree(parseAppliance('name: other-name\n', join(repoRoot, 'x.yaml')));
+    bad.set('../escape', { content: Buffer.from('x'), mode: 0o644 });
+    expect(() => writeTree(out, bad)).toThrow(/could not write/);
+    expect(readFileSync(join(out, manifestName), 'utf8')).toBe(before);
+    expect(existsSync(join(parent, 'escape'))).toBe(false);
+    expect(runCli(['render', '--out', out]).status).toBe(0);
+  });
+
+  it('the CLI reports an up-to-date tree and keeps file modes', () => {
+    const out = join(tempDir(), 'ext');
+    expect(runCli(['render', '--out', out]).status).toBe(0);
+    const again = runCli(['render', '--out', out]);
+    expect(again.stderr).toMatch(/is up to date/);
+    expect(statSync(join(out, 'board/post-build.sh')).mode & 0o777).toBe(0o755);
+    chmodSync(join(out, 'board/post-build.sh'), 0o644);
+    expect(diffTree(out, buildTree(config)).changed).toEqual(['board/post-build.sh']);
+  });
+});
