@@ -1,12 +1,12 @@
 /** The `appliance` command line. Each command is a thin layer over one stage module. */
 import { writeFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
-import { type Arch, applianceJsonSchema, configReferenceMarkdown, loadAppliance } from './config/index.js';
-import { ApplianceError, ExitCode, isApplianceError } from './errors.js';
-import { info, isVerbose, setVerbose } from './log.js';
 import { fetchBuildroot, pinHashes } from './buildroot/index.js';
 import { checkAppliance, formatCheckReport } from './check/index.js';
+import { type Arch, applianceJsonSchema, configReferenceMarkdown, loadAppliance } from './config/index.js';
 import { formatFindings, runDoctor } from './doctor/index.js';
+import { ApplianceError, ExitCode, isApplianceError } from './errors.js';
+import { info, isVerbose, setVerbose } from './log.js';
 import { renderToDisk } from './render/index.js';
 
 const program = new Command();
@@ -44,9 +44,11 @@ program
   .command('schema')
   .description('print the JSON Schema of appliance.yaml (or write it with --out)')
   .option('-o, --out <file>', 'write to this file instead of stdout')
-  .option('--markdown', "print the configuration reference table (as in the README) instead")
+  .option('--markdown', 'print the configuration reference table (as in the README) instead')
   .action((opts: { out?: string; markdown?: boolean }) => {
-    const text = opts.markdown ? `${configReferenceMarkdown()}\n` : `${JSON.stringify(applianceJsonSchema(), null, 2)}\n`;
+    const text = opts.markdown
+      ? `${configReferenceMarkdown()}\n`
+      : `${JSON.stringify(applianceJsonSchema(), null, 2)}\n`;
     if (opts.out) writeFileSync(opts.out, text);
     else process.stdout.write(text);
   });
@@ -62,45 +64,65 @@ program
 
 program
   .command('check')
-  .description('verify the rendered tree offline with Buildroot: symbols kept, check-package, systemd-analyze')
+  .description(
+    'verify the rendered tree offline with Buildroot: symbols kept, check-package, systemd-analyze',
+  )
   .addOption(configOption())
   .option('--buildroot <dir>', 'Buildroot tree (default: $APPLIANCE_BUILDROOT, then the cache)')
   .option('--tree <dir>', 'check this rendered tree instead of rendering the config afresh')
   .addOption(new Option('--arch <arch>', 'check only this architecture').choices(['x86_64', 'aarch64']))
   .option('--json', 'print the report as JSON')
-  .action(async (opts: { config?: string; buildroot?: string; tree?: string; arch?: Arch; json?: boolean }) => {
-    const config = loadAppliance(opts.config);
-    const report = await checkAppliance(config, {
-      buildroot: opts.buildroot,
-      tree: opts.tree,
-      arches: opts.arch ? [opts.arch] : undefined,
-    });
-    process.stdout.write(`${opts.json ? JSON.stringify(report, null, 2) : formatCheckReport(report)}\n`);
-    if (!report.ok) {
-      const dropped = report.defconfigs.flatMap((d) => d.problems.map((p) => `${p.symbol} (${d.arch}): ${p.reasons[0] ?? ''}`));
-      throw new ApplianceError(
-        dropped.length > 0 ? `Buildroot dropped or changed ${dropped.length} requested symbol(s): ${dropped.join('; ')}` : 'the tree failed its checks',
-        { exitCode: ExitCode.checkFailed, hint: 'fix appliance.yaml (see the report above)' },
-      );
-    }
-  });
+  .action(
+    async (opts: { config?: string; buildroot?: string; tree?: string; arch?: Arch; json?: boolean }) => {
+      const config = loadAppliance(opts.config);
+      const report = await checkAppliance(config, {
+        buildroot: opts.buildroot,
+        tree: opts.tree,
+        arches: opts.arch ? [opts.arch] : undefined,
+      });
+      process.stdout.write(`${opts.json ? JSON.stringify(report, null, 2) : formatCheckReport(report)}\n`);
+      if (!report.ok) {
+        const dropped = report.defconfigs.flatMap((d) =>
+          d.problems.map((p) => `${p.symbol} (${d.arch}): ${p.reasons[0] ?? ''}`),
+        );
+        throw new ApplianceError(
+          dropped.length > 0
+            ? `Buildroot dropped or changed ${dropped.length} requested symbol(s): ${dropped.join('; ')}`
+            : 'the tree failed its checks',
+          { exitCode: ExitCode.checkFailed, hint: 'fix appliance.yaml (see the report above)' },
+        );
+      }
+    },
+  );
 
 const buildroot = program.command('buildroot').description('manage the pinned Buildroot release');
 buildroot
   .command('fetch')
-  .description('get the pinned Buildroot release into the cache (from a git repository, a folder or its download URL)')
+  .description(
+    'get the pinned Buildroot release into the cache (from a git repository, a folder or its download URL)',
+  )
   .addOption(configOption())
   .option('--from-git <repo>', 'a local git clone or mirror of github.com/buildroot/buildroot')
   .option('--from-dir <dir>', 'a local folder holding the extracted release')
   .option('--url <url>', 'download this tarball instead of the pinned URL')
   .option('--sha256 <hash>', 'expected sha256 of the tarball')
   .option('--dest <dir>', 'where to put the tree (default: the cache)')
-  .action(async (opts: { config?: string; fromGit?: string; fromDir?: string; url?: string; sha256?: string; dest?: string }) => {
-    const config = loadAppliance(opts.config);
-    if (opts.fromGit && opts.fromDir) throw new ApplianceError('--from-git and --from-dir exclude each other', { hint: 'pass one' });
-    const dir = await fetchBuildroot({ version: config.buildroot.version, ...opts });
-    process.stdout.write(`${dir}\n`);
-  });
+  .action(
+    async (opts: {
+      config?: string;
+      fromGit?: string;
+      fromDir?: string;
+      url?: string;
+      sha256?: string;
+      dest?: string;
+    }) => {
+      const config = loadAppliance(opts.config);
+      if (opts.fromGit && opts.fromDir)
+        throw new ApplianceError('--from-git and --from-dir exclude each other', { hint: 'pass one' });
+      const dir = await fetchBuildroot({ version: config.buildroot.version, ...opts });
+      process.stdout.write(`${dir}\n`);
+    },
+  );
 
 program
   .command('pin-hashes')
@@ -125,18 +147,36 @@ program
   .option('--out <dir>', 'where builds will go (for the free-disk check)', '.')
   .option('--probe-kernel <file>', 'a kernel image to test-boot under KVM')
   .option('--json', 'print findings as JSON')
-  .action(async (opts: { config?: string; buildroot?: string; out: string; probeKernel?: string; json?: boolean }) => {
-    const config = loadAppliance(opts.config);
-    const findings = await runDoctor(config, { buildroot: opts.buildroot, outDir: opts.out, probeKernel: opts.probeKernel });
-    process.stdout.write(`${opts.json ? JSON.stringify(findings, null, 2) : formatFindings(findings)}\n`);
-    const failed = findings.filter((f) => f.status === 'fail');
-    if (failed.length > 0) {
-      throw new ApplianceError(`${failed.length} prerequisite(s) missing: ${failed.map((f) => f.name).join(', ')}`, {
-        exitCode: ExitCode.hostProblem,
-        hint: failed.map((f) => f.fix).filter(Boolean).join('; '),
+  .action(
+    async (opts: {
+      config?: string;
+      buildroot?: string;
+      out: string;
+      probeKernel?: string;
+      json?: boolean;
+    }) => {
+      const config = loadAppliance(opts.config);
+      const findings = await runDoctor(config, {
+        buildroot: opts.buildroot,
+        outDir: opts.out,
+        probeKernel: opts.probeKernel,
       });
-    }
-  });
+      process.stdout.write(`${opts.json ? JSON.stringify(findings, null, 2) : formatFindings(findings)}\n`);
+      const failed = findings.filter((f) => f.status === 'fail');
+      if (failed.length > 0) {
+        throw new ApplianceError(
+          `${failed.length} prerequisite(s) missing: ${failed.map((f) => f.name).join(', ')}`,
+          {
+            exitCode: ExitCode.hostProblem,
+            hint: failed
+              .map((f) => f.fix)
+              .filter(Boolean)
+              .join('; '),
+          },
+        );
+      }
+    },
+  );
 
 export async function main(argv: string[]): Promise<number> {
   try {

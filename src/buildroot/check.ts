@@ -41,7 +41,10 @@ function sameValue(wanted: string, got: string | undefined): boolean {
 }
 
 /** Requested symbols whose value in .config differs from what the defconfig asked for. */
-export function compareConfigs(defconfigText: string, dotConfigText: string): { requested: number; mismatched: [string, string, string | null][] } {
+export function compareConfigs(
+  defconfigText: string,
+  dotConfigText: string,
+): { requested: number; mismatched: [string, string, string | null][] } {
   const wanted = parseKconfigValues(defconfigText);
   const got = parseKconfigValues(dotConfigText);
   const mismatched: [string, string, string | null][] = [];
@@ -58,7 +61,10 @@ const explainScript = () => join(packageRoot(), 'src', 'buildroot', 'explain.py'
 export async function pythonWith(modules: string[]): Promise<string | undefined> {
   for (const py of ['python3', '/usr/bin/python3']) {
     if (!(await hasTool(py))) continue;
-    const r = await runCommand(py, ['-c', modules.map((m) => `import ${m}`).join('; ')], { allowFailure: true, timeoutMs: 30_000 });
+    const r = await runCommand(py, ['-c', modules.map((m) => `import ${m}`).join('; ')], {
+      allowFailure: true,
+      timeoutMs: 30_000,
+    });
     if (r.exitCode === 0) return py;
   }
   return undefined;
@@ -68,10 +74,17 @@ export async function pythonWith(modules: string[]): Promise<string | undefined>
  * Run `make <defconfig>` in a throw-away O= with its own BR2_DL_DIR (the Buildroot tree is never
  * written), then compare every requested symbol with the resulting .config.
  */
-export async function checkDefconfig(buildroot: string, external: string, arch: Arch, defconfig: string): Promise<DefconfigResult> {
+export async function checkDefconfig(
+  buildroot: string,
+  external: string,
+  arch: Arch,
+  defconfig: string,
+): Promise<DefconfigResult> {
   const defconfigPath = join(external, 'configs', defconfig);
   if (!existsSync(defconfigPath)) {
-    throw new ApplianceError(`${defconfigPath} does not exist`, { hint: "render the tree first with 'appliance render'" });
+    throw new ApplianceError(`${defconfigPath} does not exist`, {
+      hint: "render the tree first with 'appliance render'",
+    });
   }
   const out = mkdtempSync(join(tmpdir(), `appliance-check-${arch}-`));
   try {
@@ -81,8 +94,16 @@ export async function checkDefconfig(buildroot: string, external: string, arch: 
       hint: 'see the output above; the tree or the Buildroot release may be broken',
       timeoutMs: 5 * 60_000,
     });
-    const { requested, mismatched } = compareConfigs(readFileSync(defconfigPath, 'utf8'), readFileSync(join(out, '.config'), 'utf8'));
-    const problems: SymbolProblem[] = mismatched.map(([symbol, wanted, got]) => ({ symbol, wanted, got, reasons: [] }));
+    const { requested, mismatched } = compareConfigs(
+      readFileSync(defconfigPath, 'utf8'),
+      readFileSync(join(out, '.config'), 'utf8'),
+    );
+    const problems: SymbolProblem[] = mismatched.map(([symbol, wanted, got]) => ({
+      symbol,
+      wanted,
+      got,
+      reasons: [],
+    }));
     if (problems.length > 0) await explain(buildroot, out, problems);
     return { arch, defconfig, requested, problems };
   } finally {
@@ -96,10 +117,14 @@ async function explain(buildroot: string, out: string, problems: SymbolProblem[]
     for (const p of problems) p.reasons.push('(install python3-kconfiglib to see the unmet dependency)');
     return;
   }
-  const r = await runCommand(python, [explainScript(), buildroot, out, ...problems.map((p) => `${p.symbol}=${p.wanted}`)], {
-    allowFailure: true,
-    timeoutMs: 120_000,
-  });
+  const r = await runCommand(
+    python,
+    [explainScript(), buildroot, out, ...problems.map((p) => `${p.symbol}=${p.wanted}`)],
+    {
+      allowFailure: true,
+      timeoutMs: 120_000,
+    },
+  );
   if (r.exitCode !== 0) {
     debug(r.stderr);
     for (const p of problems) p.reasons.push('(the dependency explanation failed; rerun with --verbose)');
@@ -110,7 +135,8 @@ async function explain(buildroot: string, out: string, problems: SymbolProblem[]
     const e = JSON.parse(line) as { symbol: string; reasons: string[] };
     byName.get(e.symbol)?.reasons.push(...e.reasons);
   }
-  for (const p of problems) if (p.reasons.length === 0) p.reasons.push('its dependencies are met; check the value requested');
+  for (const p of problems)
+    if (p.reasons.length === 0) p.reasons.push('its dependencies are met; check the value requested');
 }
 
 export interface PackageLint {
@@ -123,8 +149,16 @@ export interface PackageLint {
 /** Run Buildroot's utils/check-package on the external tree's own Buildroot files. */
 export async function checkPackages(buildroot: string, external: string): Promise<PackageLint> {
   const python = await pythonWith(['magic']);
-  if (!python) return { ran: false, skipped: 'no python3 with the magic module (apt-get install python3-magic)', warnings: [], lines: 0 };
-  const files = ['Config.in', 'external.mk', 'external.desc', 'board/post-build.sh'].map((f) => join(external, f)).filter(existsSync);
+  if (!python)
+    return {
+      ran: false,
+      skipped: 'no python3 with the magic module (apt-get install python3-magic)',
+      warnings: [],
+      lines: 0,
+    };
+  const files = ['Config.in', 'external.mk', 'external.desc', 'board/post-build.sh']
+    .map((f) => join(external, f))
+    .filter(existsSync);
   const pkgRoot = join(external, 'package');
   if (existsSync(pkgRoot)) {
     for (const pkg of readdirSync(pkgRoot).sort()) {

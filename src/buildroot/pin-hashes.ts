@@ -21,7 +21,11 @@ export function pinHashes(config: ApplianceConfig, dlDir: string): PinResult {
       missing.push(path);
       continue;
     }
-    pinned.push({ package: pkg.name, archive: pkg.archive, sha256: createHash('sha256').update(readFileSync(path)).digest('hex') });
+    pinned.push({
+      package: pkg.name,
+      archive: pkg.archive,
+      sha256: createHash('sha256').update(readFileSync(path)).digest('hex'),
+    });
   }
   if (missing.length > 0) {
     throw new ApplianceError(`no downloaded archive at ${missing.join(', ')}`, {

@@ -2,7 +2,13 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { checkDefconfig, checkPackages, type DefconfigResult, locateBuildroot, type PackageLint } from '../buildroot/index.js';
+import {
+  checkDefconfig,
+  checkPackages,
+  type DefconfigResult,
+  locateBuildroot,
+  type PackageLint,
+} from '../buildroot/index.js';
 import { type ApplianceConfig, type Arch, arches, defconfigName } from '../config/index.js';
 import { overlayDir, renderTree, writeTree } from '../render/index.js';
 import { type UnitVerification, verifyUnits } from './units.js';
@@ -25,7 +31,10 @@ export interface CheckOptions {
   arches?: readonly Arch[];
 }
 
-export async function checkAppliance(config: ApplianceConfig, options: CheckOptions = {}): Promise<CheckReport> {
+export async function checkAppliance(
+  config: ApplianceConfig,
+  options: CheckOptions = {},
+): Promise<CheckReport> {
   const buildroot = locateBuildroot(config.buildroot.version, options.buildroot);
   let temp: string | undefined;
   let tree = options.tree ? resolve(options.tree) : undefined;
@@ -36,10 +45,14 @@ export async function checkAppliance(config: ApplianceConfig, options: CheckOpti
   }
   try {
     const defconfigs: DefconfigResult[] = [];
-    for (const arch of options.arches ?? arches) defconfigs.push(await checkDefconfig(buildroot, tree, arch, defconfigName(config, arch)));
+    for (const arch of options.arches ?? arches)
+      defconfigs.push(await checkDefconfig(buildroot, tree, arch, defconfigName(config, arch)));
     const packages = await checkPackages(buildroot, tree);
     const units = await verifyUnits(join(tree, overlayDir));
-    const ok = defconfigs.every((d) => d.problems.length === 0) && packages.warnings.length === 0 && units.problems.length === 0;
+    const ok =
+      defconfigs.every((d) => d.problems.length === 0) &&
+      packages.warnings.length === 0 &&
+      units.problems.length === 0;
     return { buildroot, tree: options.tree ? tree : '(temporary render)', defconfigs, packages, units, ok };
   } finally {
     if (temp) rmSync(temp, { recursive: true, force: true });
@@ -49,21 +62,34 @@ export async function checkAppliance(config: ApplianceConfig, options: CheckOpti
 export function formatCheckReport(report: CheckReport): string {
   const lines: string[] = [`Buildroot: ${report.buildroot}`];
   for (const d of report.defconfigs) {
-    if (d.problems.length === 0) lines.push(`ok    ${d.defconfig}: all ${d.requested} requested symbols kept`);
+    if (d.problems.length === 0)
+      lines.push(`ok    ${d.defconfig}: all ${d.requested} requested symbols kept`);
     else {
-      lines.push(`FAIL  ${d.defconfig}: ${d.problems.length} of ${d.requested} requested symbols dropped or changed`);
+      lines.push(
+        `FAIL  ${d.defconfig}: ${d.problems.length} of ${d.requested} requested symbols dropped or changed`,
+      );
       for (const p of d.problems) {
-        lines.push(`        ${p.symbol}: wanted ${p.wanted}, got ${p.got ?? '(not set)'}: ${p.reasons.join('; ')}`);
+        lines.push(
+          `        ${p.symbol}: wanted ${p.wanted}, got ${p.got ?? '(not set)'}: ${p.reasons.join('; ')}`,
+        );
       }
     }
   }
   const pk = report.packages;
   if (!pk.ran) lines.push(`skip  check-package: ${pk.skipped}`);
   else if (pk.warnings.length === 0) lines.push(`ok    check-package: ${pk.lines} lines, no warnings`);
-  else lines.push(`FAIL  check-package: ${pk.warnings.length} warning(s)`, ...pk.warnings.map((w) => `        ${w}`));
+  else
+    lines.push(
+      `FAIL  check-package: ${pk.warnings.length} warning(s)`,
+      ...pk.warnings.map((w) => `        ${w}`),
+    );
   const u = report.units;
   if (!u.ran) lines.push(`skip  systemd-analyze verify: ${u.skipped}`);
   else if (u.problems.length === 0) lines.push(`ok    systemd-analyze verify: ${u.units.length} units`);
-  else lines.push(`FAIL  systemd-analyze verify: ${u.problems.length} problem(s)`, ...u.problems.map((p) => `        ${p}`));
+  else
+    lines.push(
+      `FAIL  systemd-analyze verify: ${u.problems.length} problem(s)`,
+      ...u.problems.map((p) => `        ${p}`),
+    );
   return lines.join('\n');
 }

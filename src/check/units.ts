@@ -24,7 +24,12 @@ function isEnvironmentNoise(line: string): boolean {
 
 export async function verifyUnits(overlay: string): Promise<UnitVerification> {
   if (!(await hasTool('systemd-analyze'))) {
-    return { ran: false, skipped: 'systemd-analyze is not installed (apt-get install systemd)', units: [], problems: [] };
+    return {
+      ran: false,
+      skipped: 'systemd-analyze is not installed (apt-get install systemd)',
+      units: [],
+      problems: [],
+    };
   }
   const dir = join(overlay, 'usr', 'lib', 'systemd', 'system');
   const units = existsSync(dir)

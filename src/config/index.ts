@@ -6,6 +6,7 @@ export {
   loadAppliance,
   parseAppliance,
 } from './load.js';
+export { configReferenceMarkdown } from './reference.js';
 export {
   type ApplianceInput,
   type ApplianceSettings,
@@ -13,4 +14,3 @@ export {
   applianceSchema,
 } from './schema.js';
 export { formatSize, parseSize } from './values.js';
-export { configReferenceMarkdown } from './reference.js';

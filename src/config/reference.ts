@@ -32,7 +32,10 @@ export function configReferenceMarkdown(): string {
   const walk = (node: JsonSchemaNode, path: string) => {
     for (const [name, child] of Object.entries(node.properties ?? {})) {
       const full = path ? `${path}.${name}` : name;
-      const def = child.default === undefined || (typeof child.default === 'object' && child.type === 'object') ? '' : `\`${JSON.stringify(child.default)}\``;
+      const def =
+        child.default === undefined || (typeof child.default === 'object' && child.type === 'object')
+          ? ''
+          : `\`${JSON.stringify(child.default)}\``;
       rows.push(`| \`${full}\` | ${cell(typeOf(child))} | ${def} | ${cell(child.description ?? '')} |`);
       if (child.type === 'object' && child.properties) walk(child, full);
     }

@@ -223,7 +223,10 @@ export const applianceSchema = z
           'an ext4 label of 1-16 letters, digits, "_" or "-"',
         )
           .default('docker-data')
-          .meta({ description: 'ext4 label of the data disk, mounted on /data; /var/lib/docker, docuum, runner and SSH host-key state live there.' }),
+          .meta({
+            description:
+              'ext4 label of the data disk, mounted on /data; /var/lib/docker, docuum, runner and SSH host-key state live there.',
+          }),
         size: size('Data disk size', 1024 ** 3, 64 * 1024 ** 4).default('20G'),
       })
       .prefault({})

@@ -29,10 +29,15 @@ export function kvmDeviceUsable(): string | undefined {
 }
 
 /** Boot `kernel` under KVM for at most `timeoutSeconds` and see whether it prints "Linux version". */
-export async function probeKvm(arch: Arch, kernel: string | undefined, timeoutSeconds = 10): Promise<KvmProbe> {
+export async function probeKvm(
+  arch: Arch,
+  kernel: string | undefined,
+  timeoutSeconds = 10,
+): Promise<KvmProbe> {
   const problem = kvmDeviceUsable();
   if (problem) return { result: 'unavailable', reason: problem };
-  if (arch !== (process.arch === 'x64' ? 'x86_64' : 'aarch64')) return { result: 'unavailable', reason: `KVM cannot run ${arch} guests on this host` };
+  if (arch !== (process.arch === 'x64' ? 'x86_64' : 'aarch64'))
+    return { result: 'unavailable', reason: `KVM cannot run ${arch} guests on this host` };
   if (!kernel) return { result: 'not-probed', reason: 'no kernel to boot (pass --probe-kernel)' };
   const dir = mkdtempSync(join(tmpdir(), 'appliance-kvm-probe-'));
   const log = join(dir, 'serial.log');
@@ -68,7 +73,10 @@ export async function probeKvm(arch: Arch, kernel: string | undefined, timeoutSe
     const text = existsSync(log) ? readFileSync(log, 'utf8') : '';
     if (/Linux version/.test(text)) return { result: 'works', seconds };
     if (r.exitCode === 124 || r.exitCode === 137) return { result: 'hangs', seconds };
-    return { result: 'unavailable', reason: (r.stderr.trim().split('\n')[0] ?? '') || `qemu exited with ${r.exitCode}` };
+    return {
+      result: 'unavailable',
+      reason: (r.stderr.trim().split('\n')[0] ?? '') || `qemu exited with ${r.exitCode}`,
+    };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -14,7 +14,9 @@ import { runCli, skipReason, tempDir } from '../helpers.js';
 const buildroot = process.env.APPLIANCE_BUILDROOT ?? cachedBuildrootDir('2026.02.3');
 const skip = skipReason(
   'Buildroot tier',
-  buildrootVersionOf(buildroot) === '2026.02.3' ? undefined : `no Buildroot 2026.02.3 at ${buildroot} (run 'appliance buildroot fetch')`,
+  buildrootVersionOf(buildroot) === '2026.02.3'
+    ? undefined
+    : `no Buildroot 2026.02.3 at ${buildroot} (run 'appliance buildroot fetch')`,
 );
 
 /** A snapshot of the Buildroot tree's top level, to prove checks never write into it. */
@@ -49,17 +51,41 @@ describe.skipIf(skip)('appliance check with Buildroot 2026.02.3', () => {
   it('fails naming a symbol with an unmet dependency and the dependency', () => {
     const dir = tempDir();
     writeFileSync(join(dir, 'appliance.yaml'), 'buildroot:\n  symbols:\n    BR2_PACKAGE_XTERM: y\n');
-    const r = runCli(['check', '--config', join(dir, 'appliance.yaml'), '--buildroot', buildroot, '--arch', 'x86_64']);
+    const r = runCli([
+      'check',
+      '--config',
+      join(dir, 'appliance.yaml'),
+      '--buildroot',
+      buildroot,
+      '--arch',
+      'x86_64',
+    ]);
     expect(r.status).toBe(1);
-    expect(r.stdout).toMatch(/BR2_PACKAGE_XTERM: wanted y, got \(not set\): depends on BR2_PACKAGE_XORG7 \(BR2_PACKAGE_XORG7=n\)/);
+    expect(r.stdout).toMatch(
+      /BR2_PACKAGE_XTERM: wanted y, got \(not set\): depends on BR2_PACKAGE_XORG7 \(BR2_PACKAGE_XORG7=n\)/,
+    );
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
-    expect(r.stderr).toMatch(/^error: Buildroot dropped or changed 1 requested symbol\(s\): BR2_PACKAGE_XTERM \(x86_64\)/);
+    expect(r.stderr).toMatch(
+      /^error: Buildroot dropped or changed 1 requested symbol\(s\): BR2_PACKAGE_XTERM \(x86_64\)/,
+    );
   });
 
   it('explains a symbol lost to a choice and a symbol that does not exist', () => {
     const dir = tempDir();
-    writeFileSync(join(dir, 'appliance.yaml'), 'buildroot:\n  symbols:\n    BR2_TOOLCHAIN_BUILDROOT_UCLIBC: y\n    BR2_PACKAGE_NO_SUCH_THING: y\n');
-    const r = runCli(['check', '--config', join(dir, 'appliance.yaml'), '--buildroot', buildroot, '--arch', 'aarch64', '--json']);
+    writeFileSync(
+      join(dir, 'appliance.yaml'),
+      'buildroot:\n  symbols:\n    BR2_TOOLCHAIN_BUILDROOT_UCLIBC: y\n    BR2_PACKAGE_NO_SUCH_THING: y\n',
+    );
+    const r = runCli([
+      'check',
+      '--config',
+      join(dir, 'appliance.yaml'),
+      '--buildroot',
+      buildroot,
+      '--arch',
+      'aarch64',
+      '--json',
+    ]);
     expect(r.status).toBe(1);
     const problems = JSON.parse(r.stdout).defconfigs[0].problems as { symbol: string; reasons: string[] }[];
     const by = Object.fromEntries(problems.map((p) => [p.symbol, p.reasons.join('; ')]));
@@ -69,7 +95,7 @@ describe.skipIf(skip)('appliance check with Buildroot 2026.02.3', () => {
     expect(by.BR2_PACKAGE_DOCKER_ENGINE).toMatch(/!BR2_TOOLCHAIN_USES_UCLIBC/);
   });
 
-  it("check-package reports a defect in a generated package, so the clean result means something", async () => {
+  it('check-package reports a defect in a generated package, so the clean result means something', async () => {
     const out = join(tempDir(), 'ext');
     writeTree(out, buildTree(loadAppliance()));
     const mk = join(out, 'package/docuum/docuum.mk');
@@ -82,7 +108,10 @@ describe.skipIf(skip)('appliance check with Buildroot 2026.02.3', () => {
   it('systemd-analyze verify reports a broken unit', async () => {
     const out = join(tempDir(), 'ext');
     writeTree(out, buildTree(loadAppliance()));
-    writeFileSync(join(out, overlayDir, 'usr/lib/systemd/system/broken.service'), '[Unit]\nDescription=x\n[Servce]\nExecStart=/bin/true\n');
+    writeFileSync(
+      join(out, overlayDir, 'usr/lib/systemd/system/broken.service'),
+      '[Unit]\nDescription=x\n[Servce]\nExecStart=/bin/true\n',
+    );
     const v = await verifyUnits(join(out, overlayDir));
     expect(v.ran).toBe(true);
     expect(v.problems.join('\n')).toMatch(/Unknown section 'Servce'/);

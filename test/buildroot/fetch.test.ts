@@ -47,7 +47,9 @@ describe('buildroot fetch', () => {
   it('refuses a folder of another release and leaves nothing behind', async () => {
     const parent = tempDir();
     const dest = join(parent, 'br');
-    await expect(fetchBuildroot({ version: '2026.02.3', fromDir: fakeBuildroot('2025.02.1'), dest })).rejects.toThrow(/is Buildroot 2025\.02\.1, not 2026\.02\.3/);
+    await expect(
+      fetchBuildroot({ version: '2026.02.3', fromDir: fakeBuildroot('2025.02.1'), dest }),
+    ).rejects.toThrow(/is Buildroot 2025\.02\.1, not 2026\.02\.3/);
     expect(readdirSync(parent)).toEqual([]);
   });
 
@@ -59,18 +61,27 @@ describe('buildroot fetch', () => {
 
   it('refuses a tarball whose sha256 differs, extracting nothing', async () => {
     const parent = tempDir();
-    await expect(fetchBuildroot({ version: '2026.02.3', url, sha256: '0'.repeat(64), dest: join(parent, 'br') })).rejects.toThrow(/sha256 mismatch/);
+    await expect(
+      fetchBuildroot({ version: '2026.02.3', url, sha256: '0'.repeat(64), dest: join(parent, 'br') }),
+    ).rejects.toThrow(/sha256 mismatch/);
     expect(readdirSync(parent)).toEqual([]);
   });
 
   it('refuses to download without a pinned or given sha256', async () => {
-    await expect(fetchBuildroot({ version: '2026.02.3', url, dest: join(tempDir(), 'br') })).rejects.toThrow(/no sha256 is pinned/);
+    await expect(fetchBuildroot({ version: '2026.02.3', url, dest: join(tempDir(), 'br') })).rejects.toThrow(
+      /no sha256 is pinned/,
+    );
   });
 
   it('extracts a tag from a git repository and checks it against the pinned commit', async () => {
     const repo = tempDir();
-    execFileSync('sh', ['-c', `cp -a ${src}/. ${repo}/ && cd ${repo} && git init -q && git add -A && git -c user.name=t -c user.email=t@t commit -qm x && git tag 2026.02.3`]);
-    await expect(fetchBuildroot({ version: '2026.02.3', fromGit: repo, dest: join(tempDir(), 'br') })).rejects.toThrow(/points to [0-9a-f]+, but the pin says 679b9ead/);
+    execFileSync('sh', [
+      '-c',
+      `cp -a ${src}/. ${repo}/ && cd ${repo} && git init -q && git add -A && git -c user.name=t -c user.email=t@t commit -qm x && git tag 2026.02.3`,
+    ]);
+    await expect(
+      fetchBuildroot({ version: '2026.02.3', fromGit: repo, dest: join(tempDir(), 'br') }),
+    ).rejects.toThrow(/points to [0-9a-f]+, but the pin says 679b9ead/);
     const mirror = '/work/.mirror/buildroot+buildroot/repo';
     if (existsSync(mirror)) {
       const dest = join(tempDir(), 'br');

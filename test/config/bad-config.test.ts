@@ -14,32 +14,104 @@ const cases: [string, string, RegExp][] = [
   ['unknown nested key', 'runner:\n  urll: https://x.example\n', /runner\.urll: unknown key 'urll'/],
   ['bad name', 'name: Bad_Name\n', /name: expected a lower-case name .* got "Bad_Name"/],
   ['bad arch', 'arch: riscv64\n', /arch: expected one of "x86_64", "aarch64", got string "riscv64"/],
-  ['wrong type: concurrent', 'runner:\n  concurrent: many\n', /runner\.concurrent: expected number, got string "many"/],
-  ['out of range: concurrent', 'runner:\n  concurrent: 0\n', /runner\.concurrent: expected at least 1, got number 0/],
-  ['wrong type: privileged', 'runner:\n  privileged: "yes"\n', /runner\.privileged: expected boolean, got string "yes"/],
-  ['bad URL scheme', 'runner:\n  url: ftp://gitlab.example.com\n', /:2: runner\.url: expected an http\(s\) URL/],
-  ['URL with credentials', 'runner:\n  url: https://u:p@gitlab.example.com\n', /runner\.url: the URL must not carry credentials/],
-  ['bad image', 'runner:\n  defaultImage: "Alpine Latest"\n', /runner\.defaultImage: expected a Docker image reference/],
+  [
+    'wrong type: concurrent',
+    'runner:\n  concurrent: many\n',
+    /runner\.concurrent: expected number, got string "many"/,
+  ],
+  [
+    'out of range: concurrent',
+    'runner:\n  concurrent: 0\n',
+    /runner\.concurrent: expected at least 1, got number 0/,
+  ],
+  [
+    'wrong type: privileged',
+    'runner:\n  privileged: "yes"\n',
+    /runner\.privileged: expected boolean, got string "yes"/,
+  ],
+  [
+    'bad URL scheme',
+    'runner:\n  url: ftp://gitlab.example.com\n',
+    /:2: runner\.url: expected an http\(s\) URL/,
+  ],
+  [
+    'URL with credentials',
+    'runner:\n  url: https://u:p@gitlab.example.com\n',
+    /runner\.url: the URL must not carry credentials/,
+  ],
+  [
+    'bad image',
+    'runner:\n  defaultImage: "Alpine Latest"\n',
+    /runner\.defaultImage: expected a Docker image reference/,
+  ],
   ['bad volume', 'runner:\n  volumes: ["relative/path"]\n', /runner\.volumes\[0\]: expected a volume/],
-  ['bad credential name', 'runner:\n  tokenCredential: "a/b"\n', /runner\.tokenCredential: expected a credential name/],
+  [
+    'bad credential name',
+    'runner:\n  tokenCredential: "a/b"\n',
+    /runner\.tokenCredential: expected a credential name/,
+  ],
   ['bad size', 'dataDisk:\n  size: twenty\n', /dataDisk\.size: expected a size such as "20G"/],
   ['size too small', 'dataDisk:\n  size: 10M\n', /dataDisk\.size: Data disk size must be between/],
   ['memory too small', 'vm:\n  memory: 128M\n', /vm\.memory: Memory must be between/],
-  ['label too long', 'dataDisk:\n  label: this-label-is-way-too-long\n', /dataDisk\.label: expected an ext4 label/],
+  [
+    'label too long',
+    'dataDisk:\n  label: this-label-is-way-too-long\n',
+    /dataDisk\.label: expected an ext4 label/,
+  ],
   ['bad IPv6 CIDR', 'docker:\n  fixedCidrV6: 10.0.0.0/8\n', /docker\.fixedCidrV6: expected an IPv6 network/],
-  ['IPv6 prefix too long', 'docker:\n  fixedCidrV6: fd00::/96\n', /docker\.fixedCidrV6: the prefix must be \/80 or shorter/],
-  ['bad docuum threshold', 'docuum:\n  threshold: lots\n', /docuum\.threshold: expected a size such as "10 GB" or a percentage/],
+  [
+    'IPv6 prefix too long',
+    'docker:\n  fixedCidrV6: fd00::/96\n',
+    /docker\.fixedCidrV6: the prefix must be \/80 or shorter/,
+  ],
+  [
+    'bad docuum threshold',
+    'docuum:\n  threshold: lots\n',
+    /docuum\.threshold: expected a size such as "10 GB" or a percentage/,
+  ],
   ['bad keep regex', 'docuum:\n  keep: ["(unclosed"]\n', /docuum\.keep\[0\]: expected a regular expression/],
   ['bad min age', 'docuum:\n  minAge: soon\n', /docuum\.minAge: expected a duration/],
-  ['malformed Buildroot symbol', 'buildroot:\n  symbols:\n    PACKAGE_HTOP: y\n', /buildroot\.symbols\.PACKAGE_HTOP: expected a Buildroot symbol/],
-  ['Buildroot symbol value with a quote', 'buildroot:\n  symbols:\n    BR2_X: \'a"b\'\n', /buildroot\.symbols\.BR2_X: must not contain quotes/],
-  ['bad Buildroot version', 'buildroot:\n  version: latest\n', /buildroot\.version: expected a Buildroot release/],
-  ['malformed kernel option', 'kernel:\n  fragment: ["FOO=y"]\n', /kernel\.fragment\[0\]: expected a kernel option line/],
+  [
+    'malformed Buildroot symbol',
+    'buildroot:\n  symbols:\n    PACKAGE_HTOP: y\n',
+    /buildroot\.symbols\.PACKAGE_HTOP: expected a Buildroot symbol/,
+  ],
+  [
+    'Buildroot symbol value with a quote',
+    "buildroot:\n  symbols:\n    BR2_X: 'a\"b'\n",
+    /buildroot\.symbols\.BR2_X: must not contain quotes/,
+  ],
+  [
+    'bad Buildroot version',
+    'buildroot:\n  version: latest\n',
+    /buildroot\.version: expected a Buildroot release/,
+  ],
+  [
+    'malformed kernel option',
+    'kernel:\n  fragment: ["FOO=y"]\n',
+    /kernel\.fragment\[0\]: expected a kernel option line/,
+  ],
   ['bad kernel version', 'kernel:\n  version: "6"\n', /kernel\.version: expected a kernel version/],
-  ['SSH key of unknown type', 'ssh:\n  authorizedKeys: ["ssh-dss AAAAB3 me"]\n', /ssh\.authorizedKeys\[0\]: expected an SSH public key line \(key type must be one of/],
-  ['SSH key not matching its type', `ssh:\n  authorizedKeys: ["ssh-rsa ${key} me"]\n`, /does not encode a ssh-rsa key/],
-  ['missing overlay folder', 'overlays: ["does-not-exist"]\n', /overlays\[0\]: folder "does-not-exist" does not exist/],
-  ['executor other than docker', 'runner:\n  executor: shell\n', /runner\.executor: expected one of "docker", got string "shell"/],
+  [
+    'SSH key of unknown type',
+    'ssh:\n  authorizedKeys: ["ssh-dss AAAAB3 me"]\n',
+    /ssh\.authorizedKeys\[0\]: expected an SSH public key line \(key type must be one of/,
+  ],
+  [
+    'SSH key not matching its type',
+    `ssh:\n  authorizedKeys: ["ssh-rsa ${key} me"]\n`,
+    /does not encode a ssh-rsa key/,
+  ],
+  [
+    'missing overlay folder',
+    'overlays: ["does-not-exist"]\n',
+    /overlays\[0\]: folder "does-not-exist" does not exist/,
+  ],
+  [
+    'executor other than docker',
+    'runner:\n  executor: shell\n',
+    /runner\.executor: expected one of "docker", got string "shell"/,
+  ],
 ];
 
 describe('bad appliance.yaml', () => {
@@ -64,7 +136,9 @@ describe('bad appliance.yaml', () => {
   it('a missing config file names the file', () => {
     const r = runCli(['render', '--config', '/nonexistent/appliance.yaml', '--out', join(tempDir(), 'o')]);
     expect(r.status).toBe(2);
-    expect(r.stderr.trim()).toBe('error: config file /nonexistent/appliance.yaml does not exist: pass an appliance.yaml with --config');
+    expect(r.stderr.trim()).toBe(
+      'error: config file /nonexistent/appliance.yaml does not exist: pass an appliance.yaml with --config',
+    );
   });
 
   it('a config that is a folder is refused', () => {
@@ -83,7 +157,12 @@ describe('bad appliance.yaml', () => {
 
   it('a valid SSH key and an empty file are accepted', () => {
     const dir = tempDir();
-    const good = Buffer.concat([Buffer.from([0, 0, 0, 11]), Buffer.from('ssh-ed25519'), Buffer.from([0, 0, 0, 32]), Buffer.alloc(32, 7)]).toString('base64');
+    const good = Buffer.concat([
+      Buffer.from([0, 0, 0, 11]),
+      Buffer.from('ssh-ed25519'),
+      Buffer.from([0, 0, 0, 32]),
+      Buffer.alloc(32, 7),
+    ]).toString('base64');
     writeFileSync(join(dir, 'a.yaml'), `ssh:\n  authorizedKeys: ["ssh-ed25519 ${good} me@host"]\n`);
     writeFileSync(join(dir, 'empty.yaml'), '');
     expect(runCli(['validate', '--config', join(dir, 'a.yaml')]).status).toBe(0);

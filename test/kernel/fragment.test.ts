@@ -7,10 +7,10 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { cachedBuildrootDir } from '../../src/buildroot/index.js';
 import { loadAppliance } from '../../src/config/index.js';
 import { kernelFragment } from '../../src/render/index.js';
 import { repoRoot, skipReason, tempDir } from '../helpers.js';
-import { cachedBuildrootDir } from '../../src/buildroot/index.js';
 
 /** Options our fragment needs on the kernel Buildroot builds (6.18) that 6.12 does not have yet. */
 const newerThan612 = new Set(['CONFIG_NETFILTER_XTABLES_LEGACY']);
@@ -18,7 +18,10 @@ const newerThan612 = new Set(['CONFIG_NETFILTER_XTABLES_LEGACY']);
 function fixture(): { src: string; check: string } | string {
   if (process.env.APPLIANCE_SKIP_KERNEL_TIER) return 'APPLIANCE_SKIP_KERNEL_TIER is set';
   try {
-    const out = execFileSync('bash', [join(repoRoot, 'test/fixtures/kernel-source.sh')], { encoding: 'utf8', timeout: 900_000 });
+    const out = execFileSync('bash', [join(repoRoot, 'test/fixtures/kernel-source.sh')], {
+      encoding: 'utf8',
+      timeout: 900_000,
+    });
     const src = /^src=(.*)$/m.exec(out)?.[1];
     const check = /^checkconfig=(.*)$/m.exec(out)?.[1];
     if (!src || !check) return `kernel-source.sh printed no paths: ${out}`;
@@ -29,16 +32,30 @@ function fixture(): { src: string; check: string } | string {
 }
 
 const buildroot = process.env.APPLIANCE_BUILDROOT ?? cachedBuildrootDir('2026.02.3');
-const prereq = existsSync(join(buildroot, 'board/qemu/x86_64/linux.config')) ? fixture() : `no Buildroot tree at ${buildroot} (board configs come from it)`;
+const prereq = existsSync(join(buildroot, 'board/qemu/x86_64/linux.config'))
+  ? fixture()
+  : `no Buildroot tree at ${buildroot} (board configs come from it)`;
 const skip = skipReason('kernel fragment tier', typeof prereq === 'string' ? prereq : undefined);
 
 function definedSymbols(src: string): Set<string> {
-  const out = execFileSync('sh', ['-c', `grep -rhoE '^[[:space:]]*(menu)?config[[:space:]]+[A-Z0-9_]+' --include='Kconfig*' . | awk '{print $2}'`], {
-    cwd: src,
-    encoding: 'utf8',
-    maxBuffer: 64 * 1024 * 1024,
-  });
-  return new Set(out.split('\n').filter(Boolean).map((s) => `CONFIG_${s}`));
+  const out = execFileSync(
+    'sh',
+    [
+      '-c',
+      `grep -rhoE '^[[:space:]]*(menu)?config[[:space:]]+[A-Z0-9_]+' --include='Kconfig*' . | awk '{print $2}'`,
+    ],
+    {
+      cwd: src,
+      encoding: 'utf8',
+      maxBuffer: 64 * 1024 * 1024,
+    },
+  );
+  return new Set(
+    out
+      .split('\n')
+      .filter(Boolean)
+      .map((s) => `CONFIG_${s}`),
+  );
 }
 
 function configValues(text: string): Map<string, string> {
@@ -73,11 +90,18 @@ describe.skipIf(skip)('kernel fragment on a real kernel tree', () => {
         writeFileSync(common, kernelFragment(config, 'common'));
         writeFileSync(perArch, kernelFragment(config, arch));
         cpSync(join(buildroot, 'board/qemu', board, 'linux.config'), join(work, '.config'));
-        execFileSync(join(src, 'scripts/kconfig/merge_config.sh'), ['-m', '-O', work, join(work, '.config'), common, perArch], {
-          env: { ...process.env, ARCH: kernelArch },
+        execFileSync(
+          join(src, 'scripts/kconfig/merge_config.sh'),
+          ['-m', '-O', work, join(work, '.config'), common, perArch],
+          {
+            env: { ...process.env, ARCH: kernelArch },
+            stdio: 'pipe',
+          },
+        );
+        execFileSync('make', ['-s', '-C', src, `ARCH=${kernelArch}`, `O=${work}`, 'olddefconfig'], {
           stdio: 'pipe',
+          timeout: 300_000,
         });
-        execFileSync('make', ['-s', '-C', src, `ARCH=${kernelArch}`, `O=${work}`, 'olddefconfig'], { stdio: 'pipe', timeout: 300_000 });
         mergedPath = join(work, '.config');
         values = configValues(readFileSync(mergedPath, 'utf8'));
         fragmentLines = [readFileSync(common, 'utf8'), readFileSync(perArch, 'utf8')].join('\n').split('\n');
@@ -95,7 +119,8 @@ describe.skipIf(skip)('kernel fragment on a real kernel tree', () => {
             continue;
           }
           const got = values.get(symbol);
-          if (set && got !== set[2]) lost.push(`${line} → ${got === undefined ? 'not set' : `${symbol}=${got}`}`);
+          if (set && got !== set[2])
+            lost.push(`${line} → ${got === undefined ? 'not set' : `${symbol}=${got}`}`);
           if (unset && got !== undefined && got !== 'n') lost.push(`${line} → ${symbol}=${got}`);
         }
         expect(lost).toEqual([]);
@@ -103,19 +128,42 @@ describe.skipIf(skip)('kernel fragment on a real kernel tree', () => {
 
       it("passes Docker's check-config.sh (generally necessary, cgroup v2, IPv6 NAT)", () => {
         // check-config.sh exits non-zero when optional items are missing; the assertions below decide.
-        const run = spawnSync('bash', [check, mergedPath], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } });
-        const out = run.stdout.replace(/\x1b\[[0-9;]*m/g, '');
+        const run = spawnSync('bash', [check, mergedPath], {
+          encoding: 'utf8',
+          env: { ...process.env, NO_COLOR: '1' },
+        });
+        const out = run.stdout
+          .replaceAll(`${String.fromCharCode(27)}[`, '\u241b[')
+          .replace(/\u241b\[[0-9;]*m/g, '');
         const general = out.split('Generally Necessary:')[1]?.split('Optional Features:')[0] ?? '';
         const generalItems = [...general.matchAll(/^- (CONFIG_\w+): (.*)$/gm)];
         expect(generalItems.length).toBeGreaterThan(20);
         expect(generalItems.filter((m) => m[2] !== 'enabled').map((m) => `${m[1]}: ${m[2]}`)).toEqual([]);
         const wanted = [
           // cgroup v2 controllers Docker and runc use
-          'CONFIG_CGROUP_PIDS', 'CONFIG_MEMCG', 'CONFIG_CGROUP_BPF', 'CONFIG_BLK_CGROUP', 'CONFIG_CFS_BANDWIDTH', 'CONFIG_FAIR_GROUP_SCHED', 'CONFIG_CPUSETS', 'CONFIG_SECCOMP_FILTER',
+          'CONFIG_CGROUP_PIDS',
+          'CONFIG_MEMCG',
+          'CONFIG_CGROUP_BPF',
+          'CONFIG_BLK_CGROUP',
+          'CONFIG_CFS_BANDWIDTH',
+          'CONFIG_FAIR_GROUP_SCHED',
+          'CONFIG_CPUSETS',
+          'CONFIG_SECCOMP_FILTER',
           // IPv6 NAT for containers
-          'CONFIG_IP6_NF_IPTABLES', 'CONFIG_IP6_NF_FILTER', 'CONFIG_IP6_NF_NAT', 'CONFIG_IP6_NF_TARGET_MASQUERADE', 'CONFIG_NF_NAT',
+          'CONFIG_IP6_NF_IPTABLES',
+          'CONFIG_IP6_NF_FILTER',
+          'CONFIG_IP6_NF_NAT',
+          'CONFIG_IP6_NF_TARGET_MASQUERADE',
+          'CONFIG_NF_NAT',
           // boots without an initramfs; systemd credentials from fw_cfg
-          'CONFIG_SQUASHFS', 'CONFIG_SQUASHFS_ZSTD', 'CONFIG_VIRTIO_BLK', 'CONFIG_VIRTIO_PCI', 'CONFIG_EXT4_FS', 'CONFIG_OVERLAY_FS', 'CONFIG_FW_CFG_SYSFS', 'CONFIG_DMI_SYSFS',
+          'CONFIG_SQUASHFS',
+          'CONFIG_SQUASHFS_ZSTD',
+          'CONFIG_VIRTIO_BLK',
+          'CONFIG_VIRTIO_PCI',
+          'CONFIG_EXT4_FS',
+          'CONFIG_OVERLAY_FS',
+          'CONFIG_FW_CFG_SYSFS',
+          'CONFIG_DMI_SYSFS',
         ];
         expect(wanted.filter((s) => values.get(s) !== 'y')).toEqual([]);
         expect(values.get('CONFIG_RT_GROUP_SCHED')).toBeUndefined();

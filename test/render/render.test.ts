@@ -1,7 +1,12 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { applianceJsonSchema, configReferenceMarkdown, loadAppliance, parseAppliance } from '../../src/config/index.js';
+import {
+  applianceJsonSchema,
+  configReferenceMarkdown,
+  loadAppliance,
+  parseAppliance,
+} from '../../src/config/index.js';
 import { buildTree, diffTree, manifestName, renderTree, writeTree } from '../../src/render/index.js';
 import { repoRoot, runCli, tempDir } from '../helpers.js';
 
@@ -10,7 +15,11 @@ const config = loadAppliance();
 describe('rendered files in the repository', () => {
   it('external/ is exactly the render of the default appliance.yaml', () => {
     const diff = diffTree(join(repoRoot, 'external'), renderTree(config));
-    expect(diff, "run 'npm run build && node dist/bin.js render' and commit external/").toEqual({ changed: [], missing: [], extra: [] });
+    expect(diff, "run 'npm run build && node dist/bin.js render' and commit external/").toEqual({
+      changed: [],
+      missing: [],
+      extra: [],
+    });
   });
 
   it('appliance.schema.json is the schema exported from the config model', () => {
@@ -20,9 +29,14 @@ describe('rendered files in the repository', () => {
 
   it('the README configuration reference is the one generated from the schema', () => {
     const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
-    const section = /<!-- config-reference:start -->\n([\s\S]*?)\n<!-- config-reference:end -->/.exec(readme)?.[1];
-    expect(section, "run 'node dist/bin.js schema --markdown' and paste it into the README").toBe(configReferenceMarkdown());
-    for (const name of Object.keys((applianceJsonSchema() as { properties: object }).properties)) expect(section).toContain(`| \`${name}\` |`);
+    const section = /<!-- config-reference:start -->\n([\s\S]*?)\n<!-- config-reference:end -->/.exec(
+      readme,
+    )?.[1];
+    expect(section, "run 'node dist/bin.js schema --markdown' and paste it into the README").toBe(
+      configReferenceMarkdown(),
+    );
+    for (const name of Object.keys((applianceJsonSchema() as { properties: object }).properties))
+      expect(section).toContain(`| \`${name}\` |`);
   });
 });
 
@@ -70,9 +84,11 @@ describe('render', () => {
     expect(daemon.ip6tables).toBe(false);
     expect(daemon['fixed-cidr-v6']).toBeUndefined();
     expect(text('board/rootfs-overlay/usr/lib/systemd/system/docuum.service')).toContain(
-      'ExecStart=/usr/bin/docuum --threshold 80%% --keep ^alpine: --keep "a b" --min-age 1d --deletion-chunk-size 1',
+      'ExecStart=/usr/bin/docuum --threshold "80%%" --keep "^alpine:" --keep "a b" --min-age 1d --deletion-chunk-size 1',
     );
-    expect(text('board/rootfs-overlay/usr/lib/systemd/system/data.mount')).toContain('What=/dev/disk/by-label/ci-data');
+    expect(text('board/rootfs-overlay/usr/lib/systemd/system/data.mount')).toContain(
+      'What=/dev/disk/by-label/ci-data',
+    );
     expect(text('board/linux.fragment')).toMatch(/CONFIG_ZRAM=y\n$/);
     expect(tree.get('board/post-build.sh')?.mode).toBe(0o755);
     expect(tree.get('board/rootfs-overlay/usr/libexec/appliance/prepare-data')?.mode).toBe(0o755);
@@ -85,7 +101,9 @@ describe('render', () => {
     writeFileSync(join(dir, 'appliance.yaml'), 'overlays: [extra]\n');
     const tree = buildTree(loadAppliance(join(dir, 'appliance.yaml')));
     expect(tree.get('board/overlay-extra/1-extra/etc/motd')?.content.toString()).toBe('hello\n');
-    expect(tree.get('configs/runner_appliance_x86_64_defconfig')?.content.toString()).toContain('/board/overlay-extra/1-extra"');
+    expect(tree.get('configs/runner_appliance_x86_64_defconfig')?.content.toString()).toContain(
+      '/board/overlay-extra/1-extra"',
+    );
   });
 
   it('pins hashes from appliance.hashes.json and then enforces hash checks', () => {
@@ -94,15 +112,26 @@ describe('render', () => {
     const sha = 'a'.repeat(64);
     writeFileSync(
       join(dir, 'appliance.hashes.json'),
-      JSON.stringify({ 'docuum-0.25.1-cargo4.tar.gz': sha, 'gitlab-runner-19.2.2-go2.tar.gz': 'b'.repeat(64) }),
+      JSON.stringify({
+        'docuum-0.25.1-cargo4.tar.gz': sha,
+        'gitlab-runner-19.2.2-go2.tar.gz': 'b'.repeat(64),
+      }),
     );
     const tree = renderTree(loadAppliance(join(dir, 'appliance.yaml')));
-    expect(tree.get('package/docuum/docuum.hash')?.content.toString()).toContain(`sha256  ${sha}  docuum-0.25.1-cargo4.tar.gz`);
+    expect(tree.get('package/docuum/docuum.hash')?.content.toString()).toContain(
+      `sha256  ${sha}  docuum-0.25.1-cargo4.tar.gz`,
+    );
     expect(tree.get('package/docuum/docuum.mk')?.content.toString()).not.toContain('BR_NO_CHECK_HASH_FOR');
-    expect(tree.get('configs/runner_appliance_x86_64_defconfig')?.content.toString()).toContain('BR2_DOWNLOAD_FORCE_CHECK_HASHES=y');
+    expect(tree.get('configs/runner_appliance_x86_64_defconfig')?.content.toString()).toContain(
+      'BR2_DOWNLOAD_FORCE_CHECK_HASHES=y',
+    );
     const unpinned = buildTree(config);
-    expect(unpinned.get('package/docuum/docuum.mk')?.content.toString()).toContain('BR_NO_CHECK_HASH_FOR += $(DOCUUM_SOURCE)');
-    expect(unpinned.get('configs/runner_appliance_x86_64_defconfig')?.content.toString()).not.toContain('FORCE_CHECK_HASHES');
+    expect(unpinned.get('package/docuum/docuum.mk')?.content.toString()).toContain(
+      'BR_NO_CHECK_HASH_FOR += $(DOCUUM_SOURCE)',
+    );
+    expect(unpinned.get('configs/runner_appliance_x86_64_defconfig')?.content.toString()).not.toContain(
+      'FORCE_CHECK_HASHES',
+    );
   });
 });
 
@@ -126,7 +155,9 @@ describe('writing over an existing tree', () => {
     const edited = join(out, 'board/post-build.sh');
     writeFileSync(edited, '#!/bin/sh\necho mine\n');
     const changed = buildTree(parseAppliance('name: other-name\n', join(repoRoot, 'x.yaml')));
-    expect(() => writeTree(out, changed)).toThrow(/were edited since they were rendered \(board\/post-build\.sh\)/);
+    expect(() => writeTree(out, changed)).toThrow(
+      /were edited since they were rendered \(board\/post-build\.sh\)/,
+    );
     expect(readFileSync(edited, 'utf8')).toBe('#!/bin/sh\necho mine\n');
     expect(existsSync(join(out, 'configs/runner_appliance_x86_64_defconfig'))).toBe(true);
     writeTree(out, changed, { force: true });
@@ -148,7 +179,9 @@ describe('writing over an existing tree', () => {
     const tree = buildTree(config);
     tree.set('package/extra.txt', { content: Buffer.from('x'), mode: 0o644 });
     writeFileSync(join(out, 'package/extra.txt'), 'foreign');
-    expect(() => writeTree(out, tree)).toThrow(/was not generated by appliance but the render would overwrite it/);
+    expect(() => writeTree(out, tree)).toThrow(
+      /was not generated by appliance but the render would overwrite it/,
+    );
     expect(readFileSync(join(out, 'package/extra.txt'), 'utf8')).toBe('foreign');
   });
 
