@@ -8,6 +8,7 @@ import { formatFindings, runDoctor } from './doctor/index.js';
 import { ApplianceError, ExitCode, isApplianceError } from './errors.js';
 import { info, isVerbose, setVerbose } from './log.js';
 import { renderToDisk } from './render/index.js';
+import { installSignalHandlers } from './run/index.js';
 
 const program = new Command();
 program
@@ -179,6 +180,7 @@ program
   );
 
 export async function main(argv: string[]): Promise<number> {
+  installSignalHandlers();
   try {
     await program.parseAsync(argv);
     return process.exitCode === undefined ? ExitCode.ok : Number(process.exitCode);

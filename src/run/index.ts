@@ -95,7 +95,8 @@ export async function terminateAll(graceMs = 5000): Promise<void> {
   for (const child of children) killGroup(child, 'SIGKILL');
 }
 
-function installSignalHandlers(): void {
+/** Called once by the CLI: Ctrl-C or SIGTERM stops every running command's process group, then exits 130. */
+export function installSignalHandlers(): void {
   if (signalsInstalled) return;
   signalsInstalled = true;
   const onSignal = (signal: NodeJS.Signals) => {
@@ -117,7 +118,6 @@ export async function runCommand(
 ): Promise<RunResult> {
   const command = formatCommand(file, args);
   debug(`$ ${command}${options.cwd ? `   (in ${options.cwd})` : ''}`);
-  installSignalHandlers();
   const timeoutMs = options.timeoutMs ?? 10 * 60_000;
   let log: WriteStream | undefined;
   if (options.logFile) {
