@@ -3,11 +3,34 @@ import { writeFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { fetchBuildroot, pinHashes } from './buildroot/index.js';
 import { checkAppliance, formatCheckReport } from './check/index.js';
-import { type Arch, applianceJsonSchema, configReferenceMarkdown, loadAppliance } from './config/index.js';
+import {
+  type Arch,
+  applianceJsonSchema,
+  configReferenceMarkdown,
+  loadAppliance,
+  parseSize,
+} from './config/index.js';
+import { createDataDisk, formatDiskInfo, inspectDataDisk } from './disk/index.js';
 import { formatFindings, runDoctor } from './doctor/index.js';
 import { ApplianceError, ExitCode, isApplianceError } from './errors.js';
+import {
+  type Accel,
+  connection,
+  consoleVm,
+  type DefineOptions,
+  defineVm,
+  destroyVm,
+  domainXml,
+  filterName,
+  nwfilterXml,
+  startVm,
+  stopVm,
+  undefineVm,
+  updateVm,
+  vmStatus,
+} from './libvirt/index.js';
 import { info, isVerbose, setVerbose } from './log.js';
-import { renderToDisk } from './render/index.js';
+import { renderToDisk, type Tree, writeTree } from './render/index.js';
 import { installSignalHandlers } from './run/index.js';
 
 const program = new Command();
@@ -178,6 +201,288 @@ program
       }
     },
   );
+
+const disk = program.command('disk').description('the ext4 data disk');
+disk
+  .command('create <path>')
+  .description('make a sparse raw image holding an empty ext4 data disk (never overwrites anything)')
+  .addOption(configOption())
+  .option('--size <size>', 'size, e.g. 20G (default: dataDisk.size)')
+  .option('--label <label>', 'ext4 label (default: dataDisk.label)')
+  .action(async (path: string, opts: { config?: string; size?: string; label?: string }) => {
+    const config = loadAppliance(opts.config);
+    const sizeBytes = opts.size === undefined ? config.dataDiskBytes : parseSize(opts.size);
+    if (sizeBytes === undefined || sizeBytes < 64 * 1024 ** 2) {
+      throw new ApplianceError(`--size ${JSON.stringify(opts.size)} is not a size of at least 64M`, {
+        hint: 'pass e.g. --size 20G',
+      });
+    }
+    const made = await createDataDisk(path, { sizeBytes, label: opts.label ?? config.dataDisk.label });
+    process.stdout.write(`${formatDiskInfo(made)}\n`);
+  });
+disk
+  .command('inspect <path>')
+  .description('report a data disk image: label, size and use')
+  .option('--json', 'print JSON')
+  .action(async (path: string, opts: { json?: boolean }) => {
+    const d = await inspectDataDisk(path);
+    process.stdout.write(`${opts.json ? JSON.stringify(d, null, 2) : formatDiskInfo(d)}\n`);
+  });
+
+const accelOption = () => new Option('--accel <accel>', 'accelerator').choices(['kvm', 'tcg']).default('kvm');
+const archOption = () =>
+  new Option('--arch <arch>', 'architecture (default: arch in appliance.yaml)').choices([
+    'x86_64',
+    'aarch64',
+  ]);
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+function parseCredentials(values: string[]): { name: string; file: string }[] {
+  return values.map((v) => {
+    const at = v.indexOf('=');
+    if (at <= 0)
+      throw new ApplianceError(`--credential ${JSON.stringify(v)} is not NAME=FILE`, {
+        hint: 'e.g. --credential gitlab-runner.token=/root/token',
+      });
+    return { name: v.slice(0, at), file: v.slice(at + 1) };
+  });
+}
+
+/** The committed libvirt/ folder: the default appliance's XML with the paths `vm define` uses. */
+export function libvirtTree(config: ReturnType<typeof loadAppliance>, gateway: string): Tree {
+  const paths = defaultImagePaths(config.name);
+  const tree: Tree = new Map();
+  for (const accel of ['kvm', 'tcg'] as const) {
+    const xml = domainXml(config, {
+      arch: config.arch,
+      accel,
+      kernel: paths.kernel,
+      rootfs: paths.rootfs,
+      dataDisk: paths.dataDisk,
+      credentials: [
+        {
+          name: config.runner.tokenCredential,
+          file: `${paths.dir}/${config.name}-credential-${config.runner.tokenCredential}`,
+        },
+      ],
+      network: { type: 'network', name: 'default' },
+      gateway,
+      serialLog: `/var/log/libvirt/qemu/${config.name}-serial.log`,
+    });
+    tree.set(`${config.name}.${accel}.xml`, { content: Buffer.from(xml), mode: 0o644 });
+  }
+  tree.set(`${filterName(config)}.nwfilter.xml`, { content: Buffer.from(nwfilterXml(config)), mode: 0o644 });
+  return tree;
+}
+
+/** Where `vm define` puts the images on the libvirt host; also what the committed libvirt/ XML shows. */
+function defaultImagePaths(name: string) {
+  const dir = '/var/lib/libvirt/images/runner-appliance';
+  return {
+    kernel: `${dir}/${name}-kernel`,
+    rootfs: `${dir}/${name}-rootfs`,
+    dataDisk: `${dir}/${name}-data`,
+    dir,
+  };
+}
+
+const libvirtCmd = program.command('libvirt').description('libvirt XML for the appliance');
+libvirtCmd
+  .command('domain')
+  .description('print (or --out) the libvirt domain XML')
+  .addOption(configOption())
+  .addOption(accelOption())
+  .addOption(archOption())
+  .option('--kernel <path>', 'kernel image on the libvirt host')
+  .option('--initrd <path>', 'initramfs on the libvirt host')
+  .option('--rootfs <path>', 'squashfs root filesystem on the libvirt host')
+  .option('--data-disk <path>', 'data disk image on the libvirt host')
+  .option('--credential <name=file>', 'systemd credential from a host file (repeatable)', collect, [])
+  .option('--network <name>', 'libvirt network', 'default')
+  .option('--bridge <name>', 'host bridge instead of a libvirt network')
+  .option('--gateway <ip>', 'gateway whose DHCP/DNS the isolation filter lets through (omit for no filter)')
+  .option('--serial-log <path>', 'serial console log file')
+  .option('--cmdline <word>', 'extra kernel command-line word (repeatable)', collect, [])
+  .option('-o, --out <file>', 'write to this file')
+  .action(
+    (opts: {
+      config?: string;
+      accel: Accel;
+      arch?: 'x86_64' | 'aarch64';
+      kernel?: string;
+      initrd?: string;
+      rootfs?: string;
+      dataDisk?: string;
+      credential: string[];
+      network: string;
+      bridge?: string;
+      gateway?: string;
+      serialLog?: string;
+      cmdline: string[];
+      out?: string;
+    }) => {
+      const config = loadAppliance(opts.config);
+      const paths = defaultImagePaths(config.name);
+      const xml = domainXml(config, {
+        arch: opts.arch ?? config.arch,
+        accel: opts.accel,
+        kernel: opts.kernel ?? paths.kernel,
+        initrd: opts.initrd,
+        rootfs: opts.rootfs ?? paths.rootfs,
+        dataDisk: opts.dataDisk ?? paths.dataDisk,
+        credentials: parseCredentials(opts.credential),
+        network: opts.bridge
+          ? { type: 'bridge', name: opts.bridge }
+          : { type: 'network', name: opts.network },
+        gateway: opts.gateway,
+        serialLog: opts.serialLog ?? `/var/log/libvirt/qemu/${config.name}-serial.log`,
+        cmdline: opts.cmdline,
+      });
+      if (opts.out) writeFileSync(opts.out, xml);
+      else process.stdout.write(xml);
+    },
+  );
+libvirtCmd
+  .command('render')
+  .description(
+    'write the domain XML (KVM and TCG) and the nwfilter XML with the default image paths into a folder',
+  )
+  .addOption(configOption())
+  .option('-o, --out <dir>', 'folder', 'libvirt')
+  .option(
+    '--gateway <ip>',
+    "gateway of the libvirt network (libvirt's default network: 192.168.122.1)",
+    '192.168.122.1',
+  )
+  .action((opts: { config?: string; out: string; gateway: string }) => {
+    const config = loadAppliance(opts.config);
+    const result = writeTree(opts.out, libvirtTree(config, opts.gateway));
+    info(
+      result.unchanged
+        ? `${result.outDir} is up to date`
+        : `wrote ${result.written.join(', ')} into ${result.outDir}`,
+    );
+  });
+libvirtCmd
+  .command('nwfilter')
+  .description('print (or --out) the nwfilter XML that keeps the VM off the host LAN')
+  .addOption(configOption())
+  .option('-o, --out <file>', 'write to this file')
+  .action((opts: { config?: string; out?: string }) => {
+    const xml = nwfilterXml(loadAppliance(opts.config));
+    if (opts.out) writeFileSync(opts.out, xml);
+    else process.stdout.write(xml);
+  });
+
+const connectOption = () =>
+  new Option('--connect <uri>', 'libvirt URI, e.g. qemu+ssh://root@host/system').default('qemu:///system');
+const vm = program.command('vm').description('the VM on a libvirt host, through virsh');
+const defineLike = (cmd: Command) =>
+  cmd
+    .addOption(configOption())
+    .addOption(connectOption())
+    .option('--pool <name>', 'storage pool for the images', 'runner-appliance')
+    .requiredOption('--kernel <file>', 'kernel image (bzImage / Image)')
+    .requiredOption('--rootfs <file>', 'rootfs.squashfs')
+    .option('--initrd <file>', 'initramfs (not needed by the appliance)')
+    .option(
+      '--credential <name=file>',
+      'systemd credential, e.g. gitlab-runner.token=/root/token (repeatable)',
+      collect,
+      [],
+    )
+    .option('--network <name>', 'libvirt network', 'default')
+    .option('--bridge <name>', 'host bridge instead of a libvirt network')
+    .option('--gateway <ip>', "the network's DHCP/DNS address (default: read from the network)")
+    .option('--cmdline <word>', 'extra kernel command-line word (repeatable)', collect, [])
+    .addOption(new Option('--accel <accel>', 'accelerator').choices(['auto', 'kvm', 'tcg']).default('auto'));
+type DefineFlags = {
+  config?: string;
+  connect: string;
+  pool: string;
+  kernel: string;
+  rootfs: string;
+  initrd?: string;
+  dataDisk?: string;
+  credential: string[];
+  network: string;
+  bridge?: string;
+  gateway?: string;
+  cmdline: string[];
+  accel: Accel | 'auto';
+};
+const defineOptions = (o: DefineFlags): DefineOptions => ({
+  kernel: o.kernel,
+  rootfs: o.rootfs,
+  initrd: o.initrd,
+  dataDisk: o.dataDisk,
+  credentials: parseCredentials(o.credential),
+  network: o.network,
+  bridge: o.bridge,
+  gateway: o.gateway,
+  accel: o.accel,
+  cmdline: o.cmdline,
+});
+defineLike(
+  vm
+    .command('define')
+    .description('install the filter, the images (kernel, rootfs, data disk, credentials) and the domain'),
+)
+  .option('--data-disk <file>', 'upload this data disk if the VM has none yet (default: make an empty one)')
+  .action(async (o: DefineFlags) => {
+    const config = loadAppliance(o.config);
+    await defineVm(config, connection(o.connect, o.pool), defineOptions(o));
+    info(`defined ${config.name} on ${o.connect}`);
+  });
+defineLike(
+  vm
+    .command('update')
+    .description('swap kernel and rootfs for a new build, keep the data disk, restart if running'),
+)
+  .option('--stop-timeout <seconds>', 'how long to wait for a clean shutdown', '120')
+  .action(async (o: DefineFlags & { stopTimeout: string }) => {
+    const config = loadAppliance(o.config);
+    await updateVm(config, connection(o.connect, o.pool), defineOptions(o), Number(o.stopTimeout));
+    info(`updated ${config.name} on ${o.connect}`);
+  });
+const simple = (name: string, description: string) =>
+  vm
+    .command(name)
+    .description(description)
+    .addOption(configOption())
+    .addOption(connectOption())
+    .option('--pool <name>', 'storage pool for the images', 'runner-appliance');
+simple('start', 'start the VM').action(async (o: { config?: string; connect: string; pool: string }) => {
+  await startVm(loadAppliance(o.config), connection(o.connect, o.pool));
+});
+simple('stop', 'shut the VM down cleanly')
+  .option('--timeout <seconds>', 'wait this long for the guest', '120')
+  .option('--force', 'power it off when the timeout passes')
+  .action(async (o: { config?: string; connect: string; pool: string; timeout: string; force?: boolean }) => {
+    await stopVm(loadAppliance(o.config), connection(o.connect, o.pool), Number(o.timeout), o.force);
+  });
+simple('destroy', 'power the VM off at once (the data disk is kept)').action(
+  async (o: { config?: string; connect: string; pool: string }) => {
+    await destroyVm(loadAppliance(o.config), connection(o.connect, o.pool));
+  },
+);
+simple('undefine', 'remove the domain; volumes are kept unless --delete-images (the data disk always is)')
+  .option('--delete-images', 'also delete kernel and rootfs volumes')
+  .action(async (o: { config?: string; connect: string; pool: string; deleteImages?: boolean }) => {
+    await undefineVm(loadAppliance(o.config), connection(o.connect, o.pool), o.deleteImages);
+  });
+simple('status', 'print the VM state')
+  .option('--json', 'print JSON')
+  .action(async (o: { config?: string; connect: string; pool: string; json?: boolean }) => {
+    const s = await vmStatus(loadAppliance(o.config), connection(o.connect, o.pool));
+    process.stdout.write(o.json ? `${JSON.stringify(s, null, 2)}\n` : `${s.name} on ${s.uri}: ${s.state}\n`);
+  });
+simple('console', 'attach to the serial console (Ctrl-] leaves)').action(
+  async (o: { config?: string; connect: string; pool: string }) => {
+    process.exitCode = await consoleVm(loadAppliance(o.config), connection(o.connect, o.pool));
+  },
+);
 
 export async function main(argv: string[]): Promise<number> {
   installSignalHandlers();

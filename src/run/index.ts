@@ -214,3 +214,16 @@ export async function hasTool(file: string): Promise<boolean> {
   const r = await execa('sh', ['-c', `command -v ${quoteArg(file)}`], { reject: false });
   return r.exitCode === 0;
 }
+
+/** Run a command attached to this terminal (virsh console). Returns its exit code. */
+export async function runInteractive(file: string, args: readonly string[]): Promise<number> {
+  debug(`$ ${formatCommand(file, args)}`);
+  const r = await execa(file, args, { stdio: 'inherit', reject: false });
+  if ((r as { code?: string }).code === 'ENOENT') {
+    throw new ApplianceError(`host tool '${file}' not found`, {
+      hint: "see 'appliance doctor'",
+      exitCode: ExitCode.hostProblem,
+    });
+  }
+  return r.exitCode ?? 1;
+}

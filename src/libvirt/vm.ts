@@ -1,0 +1,367 @@
+/**
+ * The VM's lifecycle through virsh, locally or on a remote host (qemu+ssh://…). Images travel
+ * as volumes of a storage pool over the libvirt connection itself, so the same code serves both.
+ * Kernel and root filesystem volumes are named by their content hash; the data disk volume is
+ * created once and never replaced.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import type { ApplianceConfig } from '../config/index.js';
+import { createDataDisk, inspectDataDisk } from '../disk/index.js';
+import { ApplianceError, ExitCode } from '../errors.js';
+import { info } from '../log.js';
+import { probeKvm } from '../qemu/index.js';
+import { type RunResult, runCommand, runInteractive } from '../run/index.js';
+import { type Accel, domainXml, filterName, nwfilterXml } from './xml.js';
+
+export interface Connection {
+  uri: string;
+  pool: string;
+  poolPath: string;
+}
+
+export function connection(uri = 'qemu:///system', pool = 'runner-appliance'): Connection {
+  return { uri, pool, poolPath: `/var/lib/libvirt/images/${pool}` };
+}
+
+async function virsh(
+  conn: Connection,
+  args: string[],
+  options: { allowFailure?: boolean; purpose?: string; timeoutMs?: number } = {},
+): Promise<RunResult> {
+  return runCommand('virsh', ['-q', '-c', conn.uri, ...args], {
+    allowFailure: options.allowFailure,
+    purpose: options.purpose ?? `virsh ${args[0]}`,
+    timeoutMs: options.timeoutMs ?? 120_000,
+    hint: `check that libvirtd answers on ${conn.uri} ('appliance doctor')`,
+  });
+}
+
+async function sha256File(path: string): Promise<string> {
+  const h = createHash('sha256');
+  await pipeline(createReadStream(path), h);
+  return h.digest('hex');
+}
+
+function requireFile(what: string, path: string | undefined): string {
+  if (!path)
+    throw new ApplianceError(`no ${what} given`, {
+      hint: `pass --${what === 'root filesystem' ? 'rootfs' : what}`,
+    });
+  if (!existsSync(path) || !statSync(path).isFile())
+    throw new ApplianceError(`${what} ${path} does not exist or is not a file`);
+  return path;
+}
+
+export async function ensurePool(conn: Connection): Promise<void> {
+  const infoResult = await virsh(conn, ['pool-info', conn.pool], { allowFailure: true });
+  if (infoResult.exitCode !== 0) {
+    await virsh(conn, ['pool-define-as', conn.pool, 'dir', '--target', conn.poolPath]);
+    await virsh(conn, ['pool-build', conn.pool]);
+    await virsh(conn, ['pool-autostart', conn.pool]);
+  }
+  if (!/State:\s+running/.test(infoResult.stdout))
+    await virsh(conn, ['pool-start', conn.pool], { allowFailure: true });
+}
+
+async function volumeExists(conn: Connection, name: string): Promise<boolean> {
+  return (await virsh(conn, ['vol-info', '--pool', conn.pool, name], { allowFailure: true })).exitCode === 0;
+}
+
+async function volumePath(conn: Connection, name: string): Promise<string> {
+  return (await virsh(conn, ['vol-path', '--pool', conn.pool, name])).stdout.trim();
+}
+
+async function uploadVolume(
+  conn: Connection,
+  name: string,
+  file: string,
+  options: { sparse?: boolean } = {},
+): Promise<string> {
+  await virsh(conn, ['vol-create-as', conn.pool, name, String(statSync(file).size), '--format', 'raw']);
+  await virsh(
+    conn,
+    ['vol-upload', ...(options.sparse ? ['--sparse'] : []), '--pool', conn.pool, name, file],
+    {
+      timeoutMs: 60 * 60_000,
+      purpose: `uploading ${file}`,
+    },
+  );
+  return volumePath(conn, name);
+}
+
+/** Upload a file as a content-addressed volume (kept when already there). */
+async function contentVolume(conn: Connection, prefix: string, file: string): Promise<string> {
+  const name = `${prefix}-${(await sha256File(file)).slice(0, 16)}`;
+  if (await volumeExists(conn, name)) return volumePath(conn, name);
+  info(`uploading ${file} as ${conn.pool}/${name}`);
+  return uploadVolume(conn, name, file);
+}
+
+export interface DefineOptions {
+  kernel?: string;
+  initrd?: string;
+  rootfs?: string;
+  /** An existing data disk image to upload when the VM has none yet. */
+  dataDisk?: string;
+  credentials: { name: string; file: string }[];
+  network: string;
+  bridge?: string;
+  gateway?: string;
+  accel: Accel | 'auto';
+  cmdline?: string[];
+}
+
+function isLocal(conn: Connection): boolean {
+  return /^qemu:\/\/\/(system|session)$/.test(conn.uri);
+}
+
+async function chooseAccel(
+  config: ApplianceConfig,
+  conn: Connection,
+  wanted: DefineOptions['accel'],
+  kernel: string,
+): Promise<Accel> {
+  if (wanted !== 'auto') return wanted;
+  const caps = await virsh(conn, ['domcapabilities', '--virttype', 'kvm', '--arch', config.arch], {
+    allowFailure: true,
+  });
+  if (caps.exitCode !== 0) return 'tcg';
+  if (!isLocal(conn)) return 'kvm';
+  const probe = await probeKvm(config.arch, kernel, 10);
+  if (probe.result !== 'works')
+    info(`KVM ${probe.result === 'hangs' ? 'hangs here' : 'is unavailable'}: using TCG`);
+  return probe.result === 'works' ? 'kvm' : 'tcg';
+}
+
+async function networkGateway(conn: Connection, network: string): Promise<string> {
+  const r = await virsh(conn, ['net-dumpxml', network], { allowFailure: true });
+  if (r.exitCode !== 0)
+    throw new ApplianceError(`libvirt network ${network} does not exist on ${conn.uri}`, {
+      hint: 'pass --network NAME (virsh net-list --all)',
+    });
+  const m = /<ip\b[^>]*address=['"](\d+\.\d+\.\d+\.\d+)['"]/.exec(r.stdout);
+  if (!m?.[1])
+    throw new ApplianceError(`libvirt network ${network} has no IPv4 address`, { hint: 'pass --gateway IP' });
+  return m[1];
+}
+
+async function defineXml(conn: Connection, kind: 'domain' | 'nwfilter', xml: string): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'appliance-xml-'));
+  try {
+    const file = join(dir, `${kind}.xml`);
+    writeFileSync(file, xml);
+    await virsh(conn, [kind === 'domain' ? 'define' : 'nwfilter-define', '--validate', file], {
+      purpose: `defining the ${kind}`,
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Install the filter, the images and the domain. Returns the domain XML that was defined. */
+export async function defineVm(config: ApplianceConfig, conn: Connection, o: DefineOptions): Promise<string> {
+  const kernel = requireFile('kernel', o.kernel);
+  const rootfs = requireFile('root filesystem', o.rootfs);
+  const accel = await chooseAccel(config, conn, o.accel, kernel);
+  const gateway = o.bridge ? o.gateway : (o.gateway ?? (await networkGateway(conn, o.network)));
+  await ensurePool(conn);
+  const kernelPath = await contentVolume(conn, `${config.name}-kernel`, kernel);
+  const initrdPath = o.initrd
+    ? await contentVolume(conn, `${config.name}-initrd`, requireFile('initrd', o.initrd))
+    : undefined;
+  const rootfsPath = await contentVolume(conn, `${config.name}-rootfs`, rootfs);
+  const dataName = `${config.name}-data`;
+  let dataPath: string;
+  if (await volumeExists(conn, dataName)) {
+    dataPath = await volumePath(conn, dataName);
+    if (o.dataDisk)
+      info(`${conn.pool}/${dataName} exists and is kept; --data-disk ${o.dataDisk} was not uploaded`);
+  } else if (o.dataDisk) {
+    const disk = await inspectDataDisk(o.dataDisk);
+    if (disk.label !== config.dataDisk.label) {
+      throw new ApplianceError(
+        `data disk ${o.dataDisk} is labelled ${JSON.stringify(disk.label)}, not ${JSON.stringify(config.dataDisk.label)}`,
+        {
+          hint: "the appliance mounts its data disk by label; make one with 'appliance disk create'",
+        },
+      );
+    }
+    dataPath = await uploadVolume(conn, dataName, o.dataDisk, { sparse: true });
+  } else {
+    const dir = mkdtempSync(join(tmpdir(), 'appliance-disk-'));
+    try {
+      const made = await createDataDisk(join(dir, 'data.img'), {
+        sizeBytes: config.dataDiskBytes,
+        label: config.dataDisk.label,
+      });
+      dataPath = await uploadVolume(conn, dataName, made.path, { sparse: true });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  const credentials: { name: string; file: string }[] = [];
+  for (const c of o.credentials) {
+    const file = requireFile(`credential file for ${c.name}`, c.file);
+    const name = `${config.name}-credential-${c.name}`;
+    if (await volumeExists(conn, name)) await virsh(conn, ['vol-delete', '--pool', conn.pool, name]);
+    credentials.push({ name: c.name, file: await uploadVolume(conn, name, file) });
+  }
+  if (gateway) await defineXml(conn, 'nwfilter', nwfilterXml(config));
+  const xml = domainXml(config, {
+    arch: config.arch,
+    accel,
+    kernel: kernelPath,
+    initrd: initrdPath,
+    rootfs: rootfsPath,
+    dataDisk: dataPath,
+    credentials,
+    network: o.bridge ? { type: 'bridge', name: o.bridge } : { type: 'network', name: o.network },
+    gateway,
+    serialLog: `/var/log/libvirt/qemu/${config.name}-serial.log`,
+    cmdline: o.cmdline,
+  });
+  await defineXml(conn, 'domain', xml);
+  return xml;
+}
+
+export type VmState =
+  | 'running'
+  | 'shut off'
+  | 'paused'
+  | 'crashed'
+  | 'in shutdown'
+  | 'pmsuspended'
+  | 'undefined'
+  | string;
+
+export interface VmStatus {
+  name: string;
+  uri: string;
+  state: VmState;
+  defined: boolean;
+  vcpus?: number;
+  memoryKiB?: number;
+  autostart?: boolean;
+}
+
+export async function vmStatus(config: ApplianceConfig, conn: Connection): Promise<VmStatus> {
+  const r = await virsh(conn, ['dominfo', config.name], { allowFailure: true });
+  if (r.exitCode !== 0) return { name: config.name, uri: conn.uri, state: 'undefined', defined: false };
+  const field = (n: string) => new RegExp(`^${n}:\\s*(.*)$`, 'm').exec(r.stdout)?.[1]?.trim();
+  return {
+    name: config.name,
+    uri: conn.uri,
+    state: field('State') ?? 'unknown',
+    defined: true,
+    vcpus: Number(field('CPU\\(s\\)')),
+    memoryKiB: Number((field('Max memory') ?? '').split(' ')[0]),
+    autostart: field('Autostart') === 'enable',
+  };
+}
+
+async function requireDefined(config: ApplianceConfig, conn: Connection): Promise<VmStatus> {
+  const s = await vmStatus(config, conn);
+  if (!s.defined)
+    throw new ApplianceError(`no VM named ${config.name} on ${conn.uri}`, {
+      hint: "define it with 'appliance vm define'",
+    });
+  return s;
+}
+
+export async function startVm(config: ApplianceConfig, conn: Connection): Promise<void> {
+  const s = await requireDefined(config, conn);
+  if (s.state === 'running') return info(`${config.name} is already running`);
+  await virsh(conn, ['start', config.name], { purpose: `starting ${config.name}` });
+}
+
+/** Ask the guest to shut down; wait up to `timeoutSeconds`; with `force`, then power it off. */
+export async function stopVm(
+  config: ApplianceConfig,
+  conn: Connection,
+  timeoutSeconds = 120,
+  force = false,
+): Promise<void> {
+  const s = await requireDefined(config, conn);
+  if (s.state === 'shut off') return info(`${config.name} is not running`);
+  await virsh(conn, ['shutdown', config.name]);
+  const deadline = Date.now() + timeoutSeconds * 1000;
+  while (Date.now() < deadline) {
+    if ((await vmStatus(config, conn)).state === 'shut off') return;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  if (!force) {
+    throw new ApplianceError(`${config.name} did not shut down within ${timeoutSeconds} s`, {
+      hint: "use 'appliance vm destroy' to power it off",
+      exitCode: ExitCode.hostProblem,
+    });
+  }
+  await destroyVm(config, conn);
+}
+
+export async function destroyVm(config: ApplianceConfig, conn: Connection): Promise<void> {
+  const s = await requireDefined(config, conn);
+  if (s.state === 'shut off') return;
+  await virsh(conn, ['destroy', config.name]);
+}
+
+/** Remove the domain definition. Volumes stay (the data disk always does) unless `deleteImages`. */
+export async function undefineVm(
+  config: ApplianceConfig,
+  conn: Connection,
+  deleteImages = false,
+): Promise<void> {
+  const s = await requireDefined(config, conn);
+  if (s.state !== 'shut off')
+    throw new ApplianceError(`${config.name} is ${s.state}`, {
+      hint: "stop it first ('appliance vm stop' or 'destroy')",
+    });
+  await virsh(conn, ['undefine', '--nvram', config.name], { allowFailure: true }).then(async (r) => {
+    if (r.exitCode !== 0) await virsh(conn, ['undefine', config.name]);
+  });
+  if (deleteImages) await deleteUnusedImages(config, conn, []);
+}
+
+async function deleteUnusedImages(config: ApplianceConfig, conn: Connection, keep: string[]): Promise<void> {
+  const list = await virsh(conn, ['vol-list', '--pool', conn.pool], { allowFailure: true });
+  for (const line of list.stdout.split('\n')) {
+    const [name, path] = line.trim().split(/\s+/);
+    if (!name || !path || keep.includes(path)) continue;
+    if (
+      name.startsWith(`${config.name}-kernel-`) ||
+      name.startsWith(`${config.name}-rootfs-`) ||
+      name.startsWith(`${config.name}-initrd-`)
+    ) {
+      await virsh(conn, ['vol-delete', '--pool', conn.pool, name]);
+    }
+  }
+}
+
+/** Swap kernel and root filesystem for a new build, keep the data disk, restart if it was running. */
+export async function updateVm(
+  config: ApplianceConfig,
+  conn: Connection,
+  o: DefineOptions,
+  stopTimeoutSeconds = 120,
+): Promise<string> {
+  const before = await requireDefined(config, conn);
+  const wasRunning = before.state === 'running';
+  if (wasRunning) await stopVm(config, conn, stopTimeoutSeconds, true);
+  const xml = await defineVm(config, conn, { ...o, dataDisk: undefined });
+  const inUse = [...xml.matchAll(/<(?:kernel|initrd)>([^<]+)<|<source file="([^"]+)"/g)].map(
+    (m) => m[1] ?? m[2] ?? '',
+  );
+  await deleteUnusedImages(config, conn, inUse);
+  if (wasRunning) await startVm(config, conn);
+  return xml;
+}
+
+export async function consoleVm(config: ApplianceConfig, conn: Connection): Promise<number> {
+  await requireDefined(config, conn);
+  return runInteractive('virsh', ['-c', conn.uri, 'console', config.name]);
+}
+
+export { filterName };

@@ -1,0 +1,234 @@
+/** libvirt domain and nwfilter XML for an appliance (xmlbuilder2 escapes every value). */
+import { createHash } from 'node:crypto';
+import { isIPv4 } from 'node:net';
+import { isAbsolute } from 'node:path';
+import { create } from 'xmlbuilder2';
+import type { XMLBuilder } from 'xmlbuilder2/lib/interfaces.js';
+import type { ApplianceConfig, Arch } from '../config/index.js';
+import { ApplianceError } from '../errors.js';
+
+export type Accel = 'kvm' | 'tcg';
+
+export interface DomainOptions {
+  arch: Arch;
+  accel: Accel;
+  kernel: string;
+  initrd?: string;
+  rootfs: string;
+  dataDisk: string;
+  /** systemd credentials handed over through fw_cfg, each read by QEMU from a host file. */
+  credentials: { name: string; file: string }[];
+  /** A libvirt network name, or a host bridge. */
+  network: { type: 'network' | 'bridge'; name: string };
+  /** Attach the isolation filter with this gateway (the network's DHCP/DNS server). */
+  gateway?: string;
+  serialLog: string;
+  /** Extra kernel command-line words. */
+  cmdline?: string[];
+}
+
+/** fw_cfg file names are at most 55 bytes. */
+const credentialPrefix = 'opt/io.systemd.credentials/';
+
+function checkPath(what: string, path: string): string {
+  if (!isAbsolute(path))
+    throw new ApplianceError(`${what} ${JSON.stringify(path)} is not an absolute path`, {
+      hint: 'libvirt needs absolute paths',
+    });
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
+  if (/[\u0000-\u001f\u007f]/.test(path))
+    throw new ApplianceError(`${what} ${JSON.stringify(path)} contains control characters`, {
+      hint: 'rename it',
+    });
+  if (path.includes(',') && what !== 'serial log') {
+    throw new ApplianceError(
+      `${what} ${JSON.stringify(path)} contains a comma, which QEMU's option syntax cannot carry`,
+      { hint: 'rename it' },
+    );
+  }
+  return path;
+}
+
+/** A stable UUID for an appliance name (RFC 4122 version 5 layout), so machine-id survives redefinition. */
+export function domainUuid(name: string): string {
+  const h = createHash('sha1').update(`runner-appliance:${name}`).digest();
+  h[6] = ((h[6] ?? 0) & 0x0f) | 0x50;
+  h[8] = ((h[8] ?? 0) & 0x3f) | 0x80;
+  const x = h.subarray(0, 16).toString('hex');
+  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20, 32)}`;
+}
+
+export function filterName(config: Pick<ApplianceConfig, 'name'>): string {
+  return `${config.name}-isolate`;
+}
+
+export function kernelCmdline(arch: Arch, extra: string[] = []): string {
+  const console = arch === 'x86_64' ? 'ttyS0,115200' : 'ttyAMA0,115200';
+  return [
+    'console=' + console,
+    'root=/dev/vda',
+    'ro',
+    'rootfstype=squashfs',
+    'rootwait',
+    'panic=-1',
+    ...extra,
+  ].join(' ');
+}
+
+export function domainXml(config: ApplianceConfig, o: DomainOptions): string {
+  for (const [what, p] of [
+    ['kernel', o.kernel],
+    ['root filesystem', o.rootfs],
+    ['data disk', o.dataDisk],
+    ['serial log', o.serialLog],
+    ...(o.initrd ? [['initrd', o.initrd]] : []),
+  ] as [string, string][]) {
+    checkPath(what, p);
+  }
+  for (const c of o.credentials) {
+    if (!/^[A-Za-z0-9_.-]+$/.test(c.name) || credentialPrefix.length + c.name.length > 55) {
+      throw new ApplianceError(`credential name ${JSON.stringify(c.name)} is not usable through fw_cfg`, {
+        hint: `use letters, digits, ".", "_", "-" and at most ${55 - credentialPrefix.length} characters`,
+      });
+    }
+    checkPath(`credential file for ${c.name}`, c.file);
+  }
+  if (o.gateway !== undefined && !isIPv4(o.gateway)) {
+    throw new ApplianceError(`gateway ${JSON.stringify(o.gateway)} is not an IPv4 address`, {
+      hint: "pass the libvirt network's address, e.g. 192.168.122.1",
+    });
+  }
+  if (!/^[A-Za-z0-9_.:-]+$/.test(o.network.name))
+    throw new ApplianceError(`network name ${JSON.stringify(o.network.name)} is not valid`);
+  for (const word of o.cmdline ?? []) {
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
+    if (/[\s\u0000-\u001f]/.test(word))
+      throw new ApplianceError(
+        `kernel argument ${JSON.stringify(word)} contains white space or control characters`,
+      );
+  }
+  const x86 = o.arch === 'x86_64';
+  const kib = Math.floor(config.memoryBytes / 1024);
+  const doc = create({ version: '1.0' });
+  const dom = doc.ele('domain', {
+    type: o.accel === 'kvm' ? 'kvm' : 'qemu',
+    ...(x86 ? {} : { 'xmlns:qemu': 'http://libvirt.org/schemas/domain/qemu/1.0' }),
+  });
+  dom.ele('name').txt(config.name);
+  dom.ele('uuid').txt(domainUuid(config.name));
+  dom.ele('description').txt(`${config.name}: GitLab Runner with Docker (runner-appliance)`);
+  dom.ele('memory', { unit: 'KiB' }).txt(String(kib));
+  dom.ele('currentMemory', { unit: 'KiB' }).txt(String(kib));
+  dom.ele('vcpu', { placement: 'static' }).txt(String(config.vm.vcpus));
+  if (o.credentials.length > 0) {
+    const sysinfo = dom.ele('sysinfo', { type: 'fwcfg' });
+    for (const c of o.credentials)
+      sysinfo.ele('entry', { name: `${credentialPrefix}${c.name}`, file: c.file });
+  }
+  const os = dom.ele('os');
+  os.ele('type', { arch: o.arch, machine: x86 ? 'q35' : 'virt' }).txt('hvm');
+  os.ele('kernel').txt(o.kernel);
+  if (o.initrd) os.ele('initrd').txt(o.initrd);
+  os.ele('cmdline').txt(kernelCmdline(o.arch, o.cmdline));
+  const features = dom.ele('features');
+  if (x86) features.ele('acpi');
+  else features.ele('gic', { version: '3' });
+  if (o.accel === 'kvm') dom.ele('cpu', { mode: 'host-passthrough', check: 'none' });
+  else dom.ele('cpu', { mode: 'maximum', check: 'none' });
+  dom.ele('clock', { offset: 'utc' });
+  dom.ele('on_poweroff').txt('destroy');
+  dom.ele('on_reboot').txt('restart');
+  dom.ele('on_crash').txt('restart');
+  const dev = dom.ele('devices');
+  disk(dev, o.rootfs, 'vda', true);
+  disk(dev, o.dataDisk, 'vdb', false);
+  const nic = dev.ele('interface', { type: o.network.type });
+  nic.ele('source', o.network.type === 'network' ? { network: o.network.name } : { bridge: o.network.name });
+  nic.ele('model', { type: 'virtio' });
+  if (o.gateway)
+    nic
+      .ele('filterref', { filter: filterName(config) })
+      .ele('parameter', { name: 'GATEWAY', value: o.gateway });
+  const serial = dev.ele('serial', { type: 'pty' });
+  serial.ele('log', { file: o.serialLog, append: 'off' });
+  serial.ele('target', x86 ? { type: 'isa-serial', port: '0' } : { port: '0' });
+  dev.ele('console', { type: 'pty' }).ele('target', { type: 'serial', port: '0' });
+  if (config.vm.balloon)
+    dev.ele('memballoon', { model: 'virtio', autodeflate: 'on', freePageReporting: 'on' });
+  else dev.ele('memballoon', { model: 'none' });
+  dev.ele('rng', { model: 'virtio' }).ele('backend', { model: 'random' }).txt('/dev/urandom');
+  // A guest panic reaches libvirt (GUEST_PANICKED) and on_crash applies. libvirt 9.0 (Debian 12)
+  // knows no panic model for aarch64 'virt', so there QEMU's pvpanic-pci is passed through.
+  if (x86) dev.ele('panic', { model: 'isa' });
+  else
+    dom
+      .ele('qemu:commandline')
+      .ele('qemu:arg', { value: '-device' })
+      .up()
+      .ele('qemu:arg', { value: 'pvpanic-pci' });
+  return `${doc.end({ prettyPrint: true, headless: true })}\n`;
+}
+
+function disk(devices: XMLBuilder, file: string, target: string, readonly: boolean): void {
+  const d = devices.ele('disk', { type: 'file', device: 'disk' });
+  d.ele('driver', readonly ? { name: 'qemu', type: 'raw' } : { name: 'qemu', type: 'raw', discard: 'unmap' });
+  d.ele('source', { file });
+  d.ele('target', { dev: target, bus: 'virtio' });
+  if (readonly) d.ele('readonly');
+}
+
+/** IPv4 destinations the VM must not reach: private, shared, link-local, loopback, multicast, reserved. */
+export const blockedIPv4: [string, number][] = [
+  ['0.0.0.0', 8],
+  ['10.0.0.0', 8],
+  ['100.64.0.0', 10],
+  ['127.0.0.0', 8],
+  ['169.254.0.0', 16],
+  ['172.16.0.0', 12],
+  ['192.0.0.0', 24],
+  ['192.0.2.0', 24],
+  ['192.168.0.0', 16],
+  ['198.18.0.0', 15],
+  ['198.51.100.0', 24],
+  ['203.0.113.0', 24],
+  ['224.0.0.0', 4],
+  ['240.0.0.0', 4],
+];
+
+/** IPv6 destinations the VM must not reach: unique local and link-local (after ND and DHCPv6 pass). */
+export const blockedIPv6: [string, number][] = [
+  ['fc00::', 7],
+  ['fe80::', 10],
+];
+
+/**
+ * The isolation filter: DHCP and DNS to the gateway pass, then outbound traffic to non-public
+ * space is dropped. Only ebtables-layer `ip`/`ipv6` rules (attributes libvirt knows), so
+ * `nwfilter-define --validate` accepts it.
+ */
+export function nwfilterXml(config: Pick<ApplianceConfig, 'name'>): string {
+  const doc = create({ version: '1.0' });
+  const f = doc.ele('filter', { name: filterName(config), chain: 'root' });
+  let priority = 100;
+  const rule = (
+    action: 'accept' | 'drop',
+    direction: 'in' | 'out',
+    proto: 'ip' | 'ipv6',
+    attrs: Record<string, string>,
+  ) => f.ele('rule', { action, direction, priority: String(priority++) }).ele(proto, attrs);
+  // DHCP (client 68 → server 67, often broadcast) and its replies.
+  rule('accept', 'out', 'ip', { protocol: 'udp', srcportstart: '68', dstportstart: '67' });
+  rule('accept', 'in', 'ip', { protocol: 'udp', srcportstart: '67', dstportstart: '68' });
+  // DNS to the gateway only.
+  rule('accept', 'out', 'ip', { protocol: 'udp', dstipaddr: '$GATEWAY', dstportstart: '53' });
+  rule('accept', 'out', 'ip', { protocol: 'tcp', dstipaddr: '$GATEWAY', dstportstart: '53' });
+  // IPv6 neighbour discovery (ICMPv6 133-137) and DHCPv6 (546 → 547).
+  rule('accept', 'out', 'ipv6', { protocol: 'icmpv6', type: '133', typeend: '137' });
+  rule('accept', 'out', 'ipv6', { protocol: 'udp', srcportstart: '546', dstportstart: '547' });
+  priority = 500;
+  for (const [addr, mask] of blockedIPv4)
+    rule('drop', 'out', 'ip', { dstipaddr: addr, dstipmask: String(mask) });
+  for (const [addr, mask] of blockedIPv6)
+    rule('drop', 'out', 'ipv6', { dstipaddr: addr, dstipmask: String(mask) });
+  return `${doc.end({ prettyPrint: true, headless: true })}\n`;
+}
