@@ -18,10 +18,11 @@ import {
   connection,
   consoleVm,
   type DefineOptions,
+  defaultImagePaths,
   defineVm,
   destroyVm,
   domainXml,
-  filterName,
+  libvirtTree,
   nwfilterXml,
   startVm,
   stopVm,
@@ -30,7 +31,7 @@ import {
   vmStatus,
 } from './libvirt/index.js';
 import { info, isVerbose, setVerbose } from './log.js';
-import { renderToDisk, type Tree, writeTree } from './render/index.js';
+import { renderToDisk, writeTree } from './render/index.js';
 import { installSignalHandlers } from './run/index.js';
 
 const program = new Command();
@@ -249,44 +250,6 @@ function parseCredentials(values: string[]): { name: string; file: string }[] {
   });
 }
 
-/** The committed libvirt/ folder: the default appliance's XML with the paths `vm define` uses. */
-export function libvirtTree(config: ReturnType<typeof loadAppliance>, gateway: string): Tree {
-  const paths = defaultImagePaths(config.name);
-  const tree: Tree = new Map();
-  for (const accel of ['kvm', 'tcg'] as const) {
-    const xml = domainXml(config, {
-      arch: config.arch,
-      accel,
-      kernel: paths.kernel,
-      rootfs: paths.rootfs,
-      dataDisk: paths.dataDisk,
-      credentials: [
-        {
-          name: config.runner.tokenCredential,
-          file: `${paths.dir}/${config.name}-credential-${config.runner.tokenCredential}`,
-        },
-      ],
-      network: { type: 'network', name: 'default' },
-      gateway,
-      serialLog: `/var/log/libvirt/qemu/${config.name}-serial.log`,
-    });
-    tree.set(`${config.name}.${accel}.xml`, { content: Buffer.from(xml), mode: 0o644 });
-  }
-  tree.set(`${filterName(config)}.nwfilter.xml`, { content: Buffer.from(nwfilterXml(config)), mode: 0o644 });
-  return tree;
-}
-
-/** Where `vm define` puts the images on the libvirt host; also what the committed libvirt/ XML shows. */
-function defaultImagePaths(name: string) {
-  const dir = '/var/lib/libvirt/images/runner-appliance';
-  return {
-    kernel: `${dir}/${name}-kernel`,
-    rootfs: `${dir}/${name}-rootfs`,
-    dataDisk: `${dir}/${name}-data`,
-    dir,
-  };
-}
-
 const libvirtCmd = program.command('libvirt').description('libvirt XML for the appliance');
 libvirtCmd
   .command('domain')
@@ -395,9 +358,11 @@ const defineLike = (cmd: Command) =>
     .option('--network <name>', 'libvirt network', 'default')
     .option('--bridge <name>', 'host bridge instead of a libvirt network')
     .option('--gateway <ip>', "the network's DHCP/DNS address (default: read from the network)")
+    .option('--no-filter', 'do not attach the isolation filter')
     .option('--cmdline <word>', 'extra kernel command-line word (repeatable)', collect, [])
     .addOption(new Option('--accel <accel>', 'accelerator').choices(['auto', 'kvm', 'tcg']).default('auto'));
 type DefineFlags = {
+  filter: boolean;
   config?: string;
   connect: string;
   pool: string;
@@ -421,6 +386,7 @@ const defineOptions = (o: DefineFlags): DefineOptions => ({
   network: o.network,
   bridge: o.bridge,
   gateway: o.gateway,
+  filter: o.filter,
   accel: o.accel,
   cmdline: o.cmdline,
 });

@@ -1,3 +1,4 @@
+export { defaultImagePaths, libvirtTree } from './tree.js';
 export {
   type Connection,
   connection,

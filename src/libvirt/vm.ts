@@ -111,6 +111,8 @@ export interface DefineOptions {
   network: string;
   bridge?: string;
   gateway?: string;
+  /** Attach the isolation filter (default true). */
+  filter?: boolean;
   accel: Accel | 'auto';
   cmdline?: string[];
 }
@@ -167,7 +169,12 @@ export async function defineVm(config: ApplianceConfig, conn: Connection, o: Def
   const kernel = requireFile('kernel', o.kernel);
   const rootfs = requireFile('root filesystem', o.rootfs);
   const accel = await chooseAccel(config, conn, o.accel, kernel);
-  const gateway = o.bridge ? o.gateway : (o.gateway ?? (await networkGateway(conn, o.network)));
+  const gateway =
+    o.filter === false
+      ? undefined
+      : o.bridge
+        ? o.gateway
+        : (o.gateway ?? (await networkGateway(conn, o.network)));
   await ensurePool(conn);
   const kernelPath = await contentVolume(conn, `${config.name}-kernel`, kernel);
   const initrdPath = o.initrd

@@ -65,7 +65,7 @@ export function filterName(config: Pick<ApplianceConfig, 'name'>): string {
 export function kernelCmdline(arch: Arch, extra: string[] = []): string {
   const console = arch === 'x86_64' ? 'ttyS0,115200' : 'ttyAMA0,115200';
   return [
-    'console=' + console,
+    `console=${console}`,
     'root=/dev/vda',
     'ro',
     'rootfstype=squashfs',
@@ -209,6 +209,8 @@ export const blockedIPv6: [string, number][] = [
 export function nwfilterXml(config: Pick<ApplianceConfig, 'name'>): string {
   const doc = create({ version: '1.0' });
   const f = doc.ele('filter', { name: filterName(config), chain: 'root' });
+  // A fixed UUID lets the filter be redefined (libvirt refuses a same-named filter with a new UUID).
+  f.ele('uuid').txt(domainUuid(filterName(config)));
   let priority = 100;
   const rule = (
     action: 'accept' | 'drop',

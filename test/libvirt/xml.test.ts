@@ -1,0 +1,177 @@
+/** The emitted libvirt XML: valid for libvirt's own schema in every variant, and safe with odd values. */
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadAppliance, parseAppliance } from '../../src/config/index.js';
+import {
+  type DomainOptions,
+  domainUuid,
+  domainXml,
+  libvirtTree,
+  nwfilterXml,
+} from '../../src/libvirt/index.js';
+import { diffTree } from '../../src/render/index.js';
+
+import { commandExists, repoRoot, runCli, skipReason, tempDir } from '../helpers.js';
+
+const config = parseAppliance('name: edge\n', join(repoRoot, 'x.yaml'));
+const noValidator = skipReason(
+  'virt-xml-validate checks',
+  commandExists('virt-xml-validate') ? undefined : 'virt-xml-validate is not installed (libvirt-clients)',
+);
+
+function options(over: Partial<DomainOptions> = {}): DomainOptions {
+  return {
+    arch: 'x86_64',
+    accel: 'tcg',
+    kernel: '/srv/images/bzImage',
+    rootfs: '/srv/images/rootfs.squashfs',
+    dataDisk: '/srv/images/data.img',
+    credentials: [],
+    network: { type: 'network', name: 'default' },
+    serialLog: '/var/log/libvirt/qemu/edge-serial.log',
+    ...over,
+  };
+}
+
+function validate(xml: string): { ok: boolean; output: string } {
+  const file = join(tempDir(), 'x.xml');
+  writeFileSync(file, xml);
+  const r = spawnSync('virt-xml-validate', [file], { encoding: 'utf8' });
+  return { ok: r.status === 0, output: `${r.stdout}${r.stderr}` };
+}
+
+describe.skipIf(noValidator)('virt-xml-validate accepts every variant', () => {
+  for (const arch of ['x86_64', 'aarch64'] as const) {
+    for (const accel of ['kvm', 'tcg'] as const) {
+      for (const creds of [false, true]) {
+        it(`${arch} ${accel} ${creds ? 'with' : 'without'} credentials`, () => {
+          const xml = domainXml(
+            config,
+            options({
+              arch,
+              accel,
+              credentials: creds
+                ? [
+                    { name: 'gitlab-runner.token', file: '/srv/secrets/token' },
+                    { name: 'ssh.authorized_keys.root', file: '/srv/secrets/keys' },
+                  ]
+                : [],
+              gateway: creds ? '192.168.122.1' : undefined,
+            }),
+          );
+          const v = validate(xml);
+          expect(v.ok, v.output).toBe(true);
+          expect(xml).toContain(accel === 'kvm' ? '<domain type="kvm"' : '<domain type="qemu"');
+          expect(xml).toContain(accel === 'kvm' ? 'mode="host-passthrough"' : 'mode="maximum"');
+          expect(xml).toContain(arch === 'x86_64' ? 'machine="q35"' : 'machine="virt"');
+          expect(xml).toContain(arch === 'x86_64' ? 'console=ttyS0' : 'console=ttyAMA0');
+          if (arch === 'aarch64') {
+            expect(xml).toContain('<gic version="3"/>');
+            expect(xml).not.toContain('<acpi/>');
+          }
+          if (creds)
+            expect(xml).toContain(
+              '<entry name="opt/io.systemd.credentials/gitlab-runner.token" file="/srv/secrets/token"/>',
+            );
+        });
+      }
+    }
+  }
+
+  it('the nwfilter', () => {
+    const v = validate(nwfilterXml(config));
+    expect(v.ok, v.output).toBe(true);
+  });
+});
+
+describe('domain XML content', () => {
+  const xml = domainXml(config, options({ gateway: '10.0.0.1' }));
+  it('boots the kernel directly with a read-only squashfs root and a writable data disk with discard', () => {
+    expect(xml).toContain('<kernel>/srv/images/bzImage</kernel>');
+    expect(xml).toMatch(
+      /<cmdline>console=ttyS0,115200 root=\/dev\/vda ro rootfstype=squashfs rootwait panic=-1<\/cmdline>/,
+    );
+    expect(xml).toMatch(
+      /<source file="\/srv\/images\/rootfs.squashfs"\/>\s*<target dev="vda" bus="virtio"\/>\s*<readonly\/>/,
+    );
+    expect(xml).toMatch(
+      /<driver name="qemu" type="raw" discard="unmap"\/>\s*<source file="\/srv\/images\/data.img"\/>/,
+    );
+  });
+  it('has balloon, rng, panic with on_crash, a logged serial console and no graphics', () => {
+    expect(xml).toContain('<memballoon model="virtio" autodeflate="on" freePageReporting="on"/>');
+    expect(xml).toContain('<rng model="virtio">');
+    expect(xml).toContain('<panic model="isa"/>');
+    expect(xml).toContain('<on_crash>restart</on_crash>');
+    expect(xml).toContain('<log file="/var/log/libvirt/qemu/edge-serial.log" append="off"/>');
+    expect(xml).not.toMatch(/<graphics|<video/);
+    expect(xml).toContain('<filterref filter="edge-isolate">');
+    expect(xml).toContain('<parameter name="GATEWAY" value="10.0.0.1"/>');
+  });
+  it('takes vCPUs, memory and a stable UUID from the config', () => {
+    expect(xml).toContain('<vcpu placement="static">2</vcpu>');
+    expect(xml).toContain('<memory unit="KiB">2097152</memory>');
+    expect(xml).toContain(`<uuid>${domainUuid('edge')}</uuid>`);
+    expect(domainUuid('edge')).toMatch(
+      /^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/,
+    );
+    expect(domainUuid('edge')).not.toBe(domainUuid('edge2'));
+    const noBalloon = domainXml(
+      parseAppliance('name: edge\nvm: {balloon: false, vcpus: 3, memory: 1G}\n', join(repoRoot, 'x.yaml')),
+      options(),
+    );
+    expect(noBalloon).toContain('<memballoon model="none"/>');
+    expect(noBalloon).toContain('<vcpu placement="static">3</vcpu>');
+  });
+});
+
+describe('odd values are escaped or refused, never emitted as invalid XML', () => {
+  it('escapes quotes, ampersands, spaces and non-ASCII in paths', () => {
+    const xml = domainXml(
+      config,
+      options({ kernel: `/srv/ä "odd" & <dir>/it's bzImage`, serialLog: '/var/log/a&b.log' }),
+    );
+    expect(xml).toContain('<kernel>/srv/ä "odd" &amp; &lt;dir&gt;/it\'s bzImage</kernel>');
+    expect(xml).toContain('file="/var/log/a&amp;b.log"');
+    if (!noValidator) expect(validate(xml).ok).toBe(true);
+  });
+  it.each([
+    ['a relative path', { kernel: 'images/bzImage' }, /kernel "images\/bzImage" is not an absolute path/],
+    ['a newline in a path', { rootfs: '/srv/a\nb' }, /root filesystem .* contains control characters/],
+    ['a comma in a path', { dataDisk: '/srv/a,b.img' }, /contains a comma/],
+    [
+      'a bad credential name',
+      { credentials: [{ name: 'a/b', file: '/x' }] },
+      /credential name "a\/b" is not usable/,
+    ],
+    [
+      'a too long credential name',
+      { credentials: [{ name: 'x'.repeat(40), file: '/x' }] },
+      /is not usable through fw_cfg/,
+    ],
+    ['a bad gateway', { gateway: '192.168.1' }, /gateway "192.168.1" is not an IPv4 address/],
+    [
+      'a network name with quotes',
+      { network: { type: 'network', name: 'a"b' } },
+      /network name "a\\"b" is not valid/,
+    ],
+    ['white space in a kernel argument', { cmdline: ['a b'] }, /kernel argument "a b" contains white space/],
+  ] as [string, Partial<DomainOptions>, RegExp][])('refuses %s', (_t, over, message) => {
+    expect(() => domainXml(config, options(over))).toThrow(message);
+  });
+  it('the CLI refuses with one line and exit 2', () => {
+    const r = runCli(['libvirt', 'domain', '--kernel', 'relative/bzImage']);
+    expect(r.status).toBe(2);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stdout).toBe('');
+  });
+});
+
+describe('libvirt/ in the repository', () => {
+  it('is the render of the default appliance.yaml', () => {
+    const tree = libvirtTree(loadAppliance(), '192.168.122.1');
+    expect(diffTree(join(repoRoot, 'libvirt'), tree)).toEqual({ changed: [], missing: [], extra: [] });
+  });
+});
