@@ -104,14 +104,19 @@ export async function checkDefconfig(
       got,
       reasons: [],
     }));
-    if (problems.length > 0) await explain(buildroot, out, problems);
+    if (problems.length > 0) await explainProblems(buildroot, out, problems);
     return { arch, defconfig, requested, problems };
   } finally {
     rmSync(out, { recursive: true, force: true });
   }
 }
 
-async function explain(buildroot: string, out: string, problems: SymbolProblem[]): Promise<void> {
+/** Fill in each problem's reasons with kconfiglib, from the Buildroot tree and the O= folder. */
+export async function explainProblems(
+  buildroot: string,
+  out: string,
+  problems: SymbolProblem[],
+): Promise<void> {
   const python = await pythonWith(['kconfiglib']);
   if (!python) {
     for (const p of problems) p.reasons.push('(install python3-kconfiglib to see the unmet dependency)');

@@ -74,6 +74,13 @@ export function formatCommand(file: string, args: readonly string[]): string {
 const active = new Set<ResultPromise>();
 let signalsInstalled = false;
 let interrupted = false;
+const interruptNotes = new Set<string>();
+
+/** A line to print if the user interrupts while it is registered (e.g. how to resume). */
+export function noteOnInterrupt(note: string): () => void {
+  interruptNotes.add(note);
+  return () => interruptNotes.delete(note);
+}
 
 function killGroup(child: ResultPromise, signal: NodeJS.Signals): void {
   if (child.pid === undefined) return;
@@ -104,6 +111,7 @@ export function installSignalHandlers(): void {
     interrupted = true;
     process.stderr.write(`\ninterrupted (${signal}): stopping ${active.size} running command(s)…\n`);
     void terminateAll().finally(() => {
+      for (const note of interruptNotes) process.stderr.write(`${note}\n`);
       process.exit(ExitCode.interrupted);
     });
   };

@@ -183,9 +183,148 @@ describe.skipIf(skip)('libvirt tier', () => {
     expect(JSON.parse(status.stdout).defined).toBe(true);
   }, 600_000);
 
+  it('vm update swaps kernel and rootfs for a new build, keeps the data disk byte-identical and restarts', async () => {
+    const name = `${tag}-f`;
+    const cfg = join(work, `${name}.yaml`);
+    const dataPath = virsh(['vol-path', '--pool', pool, `${name}-data`]).trim();
+    const dataSum = execFileSync('sha256sum', [dataPath], { encoding: 'utf8' }).split(' ')[0];
+    const oldRootfs = virsh(['vol-list', '--pool', pool])
+      .split('\n')
+      .find((l) => l.includes(`${name}-rootfs-`))
+      ?.trim()
+      .split(/\s+/)[0];
+    const newRoot = join(work, 'newroot');
+    execFileSync('sh', [
+      '-c',
+      `mkdir -p ${newRoot}/etc && echo v2 > ${newRoot}/etc/version && mksquashfs ${newRoot} ${work}/rootfs-v2.squashfs -quiet -noappend`,
+    ]);
+    const r = runCli([
+      'vm',
+      'update',
+      '--config',
+      cfg,
+      '--connect',
+      uri,
+      '--pool',
+      pool,
+      '--kernel',
+      g.kernel,
+      '--initrd',
+      g.initrd,
+      '--rootfs',
+      join(work, 'rootfs-v2.squashfs'),
+      '--network',
+      network,
+      '--accel',
+      'tcg',
+      '--stop-timeout',
+      '3',
+    ]);
+    expect(r.status, r.stderr).toBe(0);
+    const volumes = virsh(['vol-list', '--pool', pool]);
+    expect(volumes).not.toContain(oldRootfs);
+    const newRootfs =
+      volumes
+        .split('\n')
+        .find((l) => l.includes(`${name}-rootfs-`))
+        ?.trim()
+        .split(/\s+/)[1] ?? '';
+    expect(virsh(['dumpxml', name])).toContain(`<source file='${newRootfs}'`);
+    expect(execFileSync('sha256sum', [dataPath], { encoding: 'utf8' }).split(' ')[0]).toBe(dataSum);
+    expect(
+      JSON.parse(runCli(['vm', 'status', '--config', cfg, '--connect', uri, '--json']).stdout).state,
+    ).toBe('running');
+    expect(runCli(['vm', 'destroy', '--config', cfg, '--connect', uri]).status).toBe(0);
+    expect(
+      JSON.parse(runCli(['vm', 'status', '--config', cfg, '--connect', uri, '--json']).stdout).state,
+    ).toBe('shut off');
+    const undefine = runCli([
+      'vm',
+      'undefine',
+      '--config',
+      cfg,
+      '--connect',
+      uri,
+      '--pool',
+      pool,
+      '--delete-images',
+    ]);
+    expect(undefine.status, undefine.stderr).toBe(0);
+    expect(virsh(['vol-list', '--pool', pool])).toContain(`${name}-data`);
+    expect(virsh(['vol-list', '--pool', pool])).not.toContain(`${name}-rootfs-`);
+  }, 600_000);
+
   it('without the filter the same guest reaches the gateway (so the block above is the filter)', async () => {
     const log = await bootGuest(`${tag}-u`, false);
     expect(log).toMatch(/TINY-GUEST: ping gateway ok/);
+  }, 600_000);
+
+  it('works on a remote host through qemu+ssh (an sshd on 127.0.0.1 started here)', async () => {
+    if (!existsSync('/usr/sbin/sshd')) {
+      process.stderr.write('\n[skip] qemu+ssh part: /usr/sbin/sshd is not installed (openssh-server)\n');
+      return;
+    }
+    const dir = tempDir('appliance-ssh-');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, 'key')]);
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, 'hostkey')]);
+    execFileSync('cp', [join(dir, 'key.pub'), join(dir, 'authorized_keys')]);
+    const port = 20000 + (process.pid % 20000);
+    writeFileSync(
+      join(dir, 'sshd_config'),
+      [
+        `Port ${port}`,
+        'ListenAddress 127.0.0.1',
+        `HostKey ${dir}/hostkey`,
+        'PermitRootLogin prohibit-password',
+        `AuthorizedKeysFile ${dir}/authorized_keys`,
+        `PidFile ${dir}/sshd.pid`,
+        'StrictModes no',
+        '',
+      ].join('\n'),
+    );
+    execFileSync('mkdir', ['-p', '/run/sshd']);
+    execFileSync('/usr/sbin/sshd', ['-f', join(dir, 'sshd_config')]);
+    for (let i = 0; i < 50 && !existsSync(join(dir, 'sshd.pid')); i++)
+      await new Promise((r) => setTimeout(r, 100));
+    const sshd = Number(readFileSync(join(dir, 'sshd.pid'), 'utf8').trim());
+    try {
+      const remote = `qemu+ssh://root@127.0.0.1:${port}/system?keyfile=${dir}/key&no_verify=1`;
+      const name = `${tag}-r`;
+      const cfg = join(work, `${name}.yaml`);
+      writeFileSync(cfg, `name: ${name}\nvm: {memory: 512M, vcpus: 1}\ndataDisk: {size: 1G}\n`);
+      defined.push(name);
+      const define = runCli([
+        'vm',
+        'define',
+        '--config',
+        cfg,
+        '--connect',
+        remote,
+        '--pool',
+        pool,
+        '--kernel',
+        g.kernel,
+        '--initrd',
+        g.initrd,
+        '--rootfs',
+        g.rootfs,
+        '--network',
+        network,
+        '--accel',
+        'tcg',
+      ]);
+      expect(define.status, define.stderr).toBe(0);
+      expect(runCli(['vm', 'start', '--config', cfg, '--connect', remote]).status).toBe(0);
+      const log = await serialUntilDone(name, 180);
+      expect(log).toMatch(/TINY-GUEST: dhcp ok/);
+      const status = JSON.parse(
+        runCli(['vm', 'status', '--config', cfg, '--connect', remote, '--json']).stdout,
+      );
+      expect(status).toMatchObject({ uri: remote, defined: true });
+      expect(runCli(['vm', 'destroy', '--config', cfg, '--connect', remote]).status).toBe(0);
+    } finally {
+      process.kill(sshd, 'SIGTERM');
+    }
   }, 600_000);
 
   it('nwfilter-define --validate accepts the filter', () => {

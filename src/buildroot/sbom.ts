@@ -1,0 +1,548 @@
+/**
+ * A CycloneDX 1.6 JSON SBOM from Buildroot's `make show-info` output: what the appliance
+ * image will contain, known from the configuration alone (no build needed).
+ *
+ * Choices, so a reader of the SBOM knows what it means:
+ * - One component per non-virtual `target` package (`host` packages only with `includeHost`,
+ *   then with scope "excluded": build tools, not shipped). `rootfs` entries are never components.
+ * - Component type: `linux` is "operating-system"; libraries (`lib*`, `*-libs` and a few known
+ *   ones such as glibc, zlib, ncurses) are "library"; everything else is "application".
+ * - bom-ref is `buildroot:<show-info key>@<version>` (the key keeps host-foo and foo apart).
+ * - Licenses come from Buildroot's declared `<PKG>_LICENSE` string (acknowledgement "declared"),
+ *   see {@link mapBuildrootLicenses}; the raw string is kept as a property.
+ * - cpe is Buildroot's `cpe-id` when it knows one; purl only for GitHub downloads
+ *   (`pkg:github/<owner>/<repo>@<tag>`), the only case where the upstream identity is certain.
+ * - externalReferences: every download URI ("distribution"; "vcs" for git/hg/svn), with
+ *   Buildroot's method prefixes (`https+`, `https|urlencode+`, `git+`) stripped. No hashes:
+ *   show-info only names the .hash files, it does not carry the hashes themselves.
+ * - dependencies: Buildroot's dependency edges restricted to included components; skipped
+ *   virtual packages (toolchain, skeleton, openssl, udev...) are looked through to what provides them.
+ *   The appliance (metadata.component) depends on every target component.
+ * - Deterministic: no timestamp unless given, sorted components, and a serialNumber that is a
+ *   UUID v5 of the SHA-256 of the rest of the document, so equal input gives byte-identical output.
+ */
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { packageRoot } from '../paths.js';
+
+/** One download of a package: the file name and the URIs Buildroot tries, in order. */
+export interface ShowInfoDownload {
+  source: string;
+  uris: string[];
+}
+
+/** One entry of `make show-info` (keyed by package, e.g. "systemd" or "host-go"). */
+export interface ShowInfoEntry {
+  type: 'target' | 'host' | 'rootfs';
+  /** Package name without the "host-" prefix; absent for rootfs entries. */
+  name?: string;
+  virtual?: boolean;
+  /** Absent for virtual packages; may be "" (e.g. skeleton-init-common). */
+  version?: string;
+  /** Buildroot's `<PKG>_LICENSE`: comma-separated SPDX-ish ids with free-text notes. */
+  licenses?: string;
+  license_files?: string[];
+  redistributable?: boolean;
+  dl_dir?: string;
+  downloads?: ShowInfoDownload[];
+  /** Paths of .hash files, not hashes. */
+  hashes?: string[];
+  patches?: string[];
+  provides?: string[];
+  package_dir?: string;
+  stamp_dir?: string;
+  source_dir?: string;
+  build_dir?: string;
+  install_target?: boolean;
+  install_staging?: boolean;
+  install_images?: boolean;
+  dependencies?: string[];
+  reverse_dependencies?: string[];
+  'cpe-id'?: string;
+  ignore_cves?: string[];
+  /** rootfs entries only. */
+  image_name?: string | null;
+}
+
+export interface SbomMeta {
+  applianceName: string;
+  applianceVersion?: string;
+  arch: 'x86_64' | 'aarch64';
+  buildrootVersion: string;
+  configSha256: string;
+  /** ISO 8601; omitted by default so the output is reproducible. */
+  timestamp?: string;
+}
+
+export interface SbomOptions {
+  /** Also list host (build-machine) packages, with scope "excluded". */
+  includeHost?: boolean;
+}
+
+/** A CycloneDX license choice entry. */
+export type LicenseChoice =
+  | { license: { id: string; acknowledgement: 'declared' } }
+  | { license: { name: string; acknowledgement: 'declared' } }
+  | { expression: string; acknowledgement: 'declared' };
+
+const PROP = 'runner-appliance';
+
+/**
+ * SPDX license ids that Buildroot packages commonly declare (canonical casing). A small embedded
+ * allowlist instead of a dependency; the tests check every entry against the SPDX list that the
+ * official CycloneDX schema carries. Deprecated ids Buildroot still uses are included, since
+ * they are valid SPDX ids; the GNU family is rewritten to -only / -or-later (see normalizeId).
+ */
+const SPDX_IDS: readonly string[] = [
+  '0BSD',
+  'AFL-2.0',
+  'AFL-2.1',
+  'AFL-3.0',
+  'AGPL-3.0-only',
+  'AGPL-3.0-or-later',
+  'Apache-1.0',
+  'Apache-1.1',
+  'Apache-2.0',
+  'APSL-2.0',
+  'Artistic-1.0',
+  'Artistic-2.0',
+  'Beerware',
+  'blessing',
+  'BSD-1-Clause',
+  'BSD-2-Clause',
+  'BSD-2-Clause-Patent',
+  'BSD-3-Clause',
+  'BSD-3-Clause-Clear',
+  'BSD-4-Clause',
+  'BSD-4-Clause-UC',
+  'BSL-1.0',
+  'bzip2-1.0.6',
+  'CC-BY-3.0',
+  'CC-BY-4.0',
+  'CC-BY-SA-3.0',
+  'CC-BY-SA-4.0',
+  'CC0-1.0',
+  'CDDL-1.0',
+  'CDDL-1.1',
+  'curl',
+  'EPL-1.0',
+  'EPL-2.0',
+  'EUPL-1.2',
+  'FSFAP',
+  'FSFUL',
+  'FSFULLR',
+  'FTL',
+  'GFDL-1.1-only',
+  'GFDL-1.1-or-later',
+  'GFDL-1.2-only',
+  'GFDL-1.2-or-later',
+  'GFDL-1.3-only',
+  'GFDL-1.3-or-later',
+  'GPL-1.0-only',
+  'GPL-1.0-or-later',
+  'GPL-2.0-only',
+  'GPL-2.0-or-later',
+  'GPL-3.0-only',
+  'GPL-3.0-or-later',
+  'GPL-2.0-with-autoconf-exception',
+  'GPL-2.0-with-GCC-exception',
+  'GPL-3.0-with-autoconf-exception',
+  'GPL-3.0-with-GCC-exception',
+  'HPND',
+  'ICU',
+  'IJG',
+  'Info-ZIP',
+  'ISC',
+  'LGPL-2.0-only',
+  'LGPL-2.0-or-later',
+  'LGPL-2.1-only',
+  'LGPL-2.1-or-later',
+  'LGPL-3.0-only',
+  'LGPL-3.0-or-later',
+  'libpng-2.0',
+  'Libpng',
+  'libtiff',
+  'MirOS',
+  'MIT',
+  'MIT-0',
+  'MIT-CMU',
+  'MIT-open-group',
+  'MPL-1.0',
+  'MPL-1.1',
+  'MPL-2.0',
+  'NCSA',
+  'NTP',
+  'OFL-1.0',
+  'OFL-1.1',
+  'OLDAP-2.8',
+  'OpenSSL',
+  'PHP-3.01',
+  'PostgreSQL',
+  'PSF-2.0',
+  'Python-2.0',
+  'Ruby',
+  'Sleepycat',
+  'SGI-B-2.0',
+  'SMLNJ',
+  'TCL',
+  'Unicode-3.0',
+  'Unicode-DFS-2016',
+  'Unlicense',
+  'UPL-1.0',
+  'Vim',
+  'W3C',
+  'WTFPL',
+  'X11',
+  'Zlib',
+  'zlib-acknowledgement',
+  'ZPL-2.1',
+];
+
+/** SPDX license exception ids, for "<license> with <exception>". */
+const SPDX_EXCEPTIONS: readonly string[] = [
+  'Autoconf-exception-2.0',
+  'Autoconf-exception-3.0',
+  'Bison-exception-2.2',
+  'Classpath-exception-2.0',
+  'Font-exception-2.0',
+  'GCC-exception-2.0',
+  'GCC-exception-3.1',
+  'Libtool-exception',
+  'Linux-syscall-note',
+  'LLVM-exception',
+  'Qt-LGPL-exception-1.1',
+  'u-boot-exception-2.0',
+  'WxWindows-exception-3.1',
+];
+
+/** The embedded SPDX ids (licenses and exceptions), for tests that check them against SPDX. */
+export const embeddedSpdxIds: readonly string[] = [...SPDX_IDS, ...SPDX_EXCEPTIONS];
+
+const idByLower = new Map(SPDX_IDS.map((id) => [id.toLowerCase(), id]));
+const exceptionByLower = new Map(SPDX_EXCEPTIONS.map((id) => [id.toLowerCase(), id]));
+/** Names Buildroot uses that SPDX spells differently. */
+const ALIASES = new Map([['bsd-0-clause', '0BSD']]);
+
+/** Text Buildroot's golang/cargo infrastructure appends to `<PKG>_LICENSE`: a note, not a license. */
+const VENDORED_NOTE = /^vendored dependencies licenses probably not listed$/i;
+
+/**
+ * One Buildroot license token as an SPDX id, or undefined. Buildroot spells "or later" with a
+ * trailing "+" and "only" with none (its convention since before SPDX 3), so for the GNU
+ * family "GPL-2.0+" is "GPL-2.0-or-later" and "GPL-2.0" is "GPL-2.0-only".
+ */
+function normalizeId(token: string): string | undefined {
+  const t = token.trim();
+  const gnu = /^((?:A|L)?GPL|GFDL)-(\d\.\d)(\+?)$/i.exec(t);
+  if (gnu) {
+    const [, family = '', ver = '', plus] = gnu;
+    return idByLower.get(`${family}-${ver}-${plus ? 'or-later' : 'only'}`.toLowerCase());
+  }
+  const lower = t.toLowerCase();
+  return ALIASES.get(lower) ?? idByLower.get(lower);
+}
+
+/** A token as an SPDX expression term: an id, "<id>+" for non-GNU "or later", or "<id> WITH <exc>". */
+function expressionTerm(token: string): string | undefined {
+  const id = normalizeId(token);
+  if (id) return id;
+  const plus = /^(.+)\+$/.exec(token.trim());
+  if (plus?.[1]) {
+    const base = normalizeId(plus[1]);
+    if (base && !base.endsWith('-only') && !base.endsWith('-or-later')) return `${base}+`;
+  }
+  const withExc = /^(.+?)\s+with\s+(\S+)$/i.exec(token.trim());
+  if (withExc?.[1] && withExc[2]) {
+    const lic = expressionTerm(withExc[1]);
+    const exc = exceptionByLower.get(withExc[2].toLowerCase());
+    if (lic && exc && !lic.includes(' ')) return `${lic} WITH ${exc}`;
+  }
+  return undefined;
+}
+
+/** Split on commas outside parentheses: "GPL-2.0+ (library, tools), MIT" has two entries. */
+function splitTopLevel(s: string): string[] {
+  const out: string[] = [];
+  let depth = 0;
+  let cur = '';
+  for (const ch of s) {
+    if (ch === '(') depth++;
+    if (ch === ')') depth = Math.max(0, depth - 1);
+    if (ch === ',' && depth === 0) {
+      out.push(cur);
+      cur = '';
+    } else cur += ch;
+  }
+  out.push(cur);
+  return out.map((e) => e.trim().replace(/\s+/g, ' ')).filter((e) => e.length > 0);
+}
+
+type Mapped =
+  | { kind: 'id'; id: string }
+  | { kind: 'expr'; expr: string; text: string }
+  | { kind: 'name'; text: string };
+
+function mapEntry(entry: string): Mapped {
+  // A trailing "(udev)" / "(few source files, ...)" says which part the license covers.
+  const core = entry.replace(/\s*\([^()]*\)\s*$/, '').trim();
+  const id = normalizeId(core);
+  if (id) return { kind: 'id', id };
+  const alternatives = core.split(/\s+or\s+/i);
+  const terms = alternatives.map(expressionTerm);
+  if (terms.every((t): t is string => t !== undefined)) {
+    return { kind: 'expr', expr: terms.length > 1 ? terms.join(' OR ') : (terms[0] ?? ''), text: entry };
+  }
+  return { kind: 'name', text: entry };
+}
+
+/**
+ * Buildroot's license string as CycloneDX licenses, or [] when it says nothing ("unknown", empty).
+ * - All entries plain SPDX ids: one `{license: {id}}` each (deduplicated).
+ * - All entries expressible in SPDX, some compound ("A or B", "X with exception"): a single
+ *   `{expression}` joining the entries with AND (Buildroot lists licenses of different parts).
+ * - Otherwise: `{license: {id}}` for plain ids and `{license: {name}}` with Buildroot's text for
+ *   everything else (free text such as "Public Domain", "bzip2 license", compound entries).
+ * The vendored-dependencies note of Go/Cargo packages is dropped (it is not a license).
+ */
+export function mapBuildrootLicenses(licenses: string | undefined): LicenseChoice[] {
+  if (!licenses || /^\s*unknown\s*$/i.test(licenses)) return [];
+  const mapped = splitTopLevel(licenses)
+    .filter((e) => !VENDORED_NOTE.test(e))
+    .map(mapEntry);
+  if (mapped.length === 0) return [];
+  const acknowledgement = 'declared' as const;
+  if (mapped.some((m) => m.kind === 'name')) {
+    const out: LicenseChoice[] = [];
+    const seen = new Set<string>();
+    for (const m of mapped) {
+      const key = m.kind === 'id' ? `id:${m.id}` : `name:${m.text}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      out.push(
+        m.kind === 'id'
+          ? { license: { id: m.id, acknowledgement } }
+          : { license: { name: m.text, acknowledgement } },
+      );
+    }
+    return out;
+  }
+  if (mapped.some((m) => m.kind === 'expr')) {
+    const terms = [...new Set(mapped.map((m) => (m.kind === 'id' ? m.id : m.kind === 'expr' ? m.expr : '')))];
+    const expression =
+      terms.length === 1
+        ? (terms[0] ?? '')
+        : terms.map((t) => (t.includes(' ') ? `(${t})` : t)).join(' AND ');
+    return [{ expression, acknowledgement }];
+  }
+  const ids = [...new Set(mapped.map((m) => (m.kind === 'id' ? m.id : '')))];
+  return ids.map((id) => ({ license: { id, acknowledgement } }));
+}
+
+const KNOWN_LIBRARIES = new Set([
+  'expat',
+  'gcc-final',
+  'glibc',
+  'linux-headers',
+  'musl',
+  'ncurses',
+  'openssl',
+  'readline',
+  'uclibc',
+  'zlib',
+]);
+
+function componentType(name: string): 'operating-system' | 'library' | 'application' {
+  if (name === 'linux') return 'operating-system';
+  if (name.startsWith('lib') || name.endsWith('-libs') || KNOWN_LIBRARIES.has(name)) return 'library';
+  return 'application';
+}
+
+interface ParsedUri {
+  method: string;
+  url: string;
+}
+
+/** "https|urlencode+https://host/dir" plus the source file name → the URL Buildroot fetches. */
+function parseUri(uri: string, source: string): ParsedUri | undefined {
+  const m = /^([a-z0-9]+)((?:\|[a-z0-9]+)*)\+([a-z][a-z0-9+.-]*:\/\/.*)$/i.exec(uri);
+  const method = (m ? m[1] : /^([a-z0-9]+):\/\//i.exec(uri)?.[1])?.toLowerCase();
+  const base = m ? (m[3] ?? '') : uri;
+  if (!method) return undefined;
+  if (['git', 'hg', 'svn', 'bzr', 'cvs'].includes(method)) return { method, url: base };
+  if (!['http', 'https', 'ftp', 'ftps'].includes(method)) return undefined; // file, local, scp...
+  const urlencode = m?.[2]?.split('|').includes('urlencode') ?? false;
+  const file = urlencode ? encodeURIComponent(source) : source;
+  return { method, url: `${base.replace(/\/+$/, '')}/${file}` };
+}
+
+/** pkg:github/<owner>/<repo>@<tag> for GitHub archive and release downloads, else undefined. */
+function githubPurl(uri: string): string | undefined {
+  const m =
+    /^(?:https?(?:\|[a-z0-9]+)*\+)?https?:\/\/github\.com\/([A-Za-z0-9_.-]+)\/([A-Za-z0-9_.-]+)\/(?:archive|releases\/download)\/([^/]+)\/?$/.exec(
+      uri,
+    );
+  if (!m?.[1] || !m[2] || !m[3]) return undefined;
+  const enc = (s: string) => encodeURIComponent(s);
+  return `pkg:github/${enc(m[1].toLowerCase())}/${enc(m[2].toLowerCase())}@${enc(decodeURIComponent(m[3]))}`;
+}
+
+function bomRef(key: string, entry: ShowInfoEntry): string {
+  return entry.version ? `buildroot:${key}@${entry.version}` : `buildroot:${key}`;
+}
+
+function runnerApplianceVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as {
+      version?: unknown;
+    };
+    return typeof pkg.version === 'string' ? pkg.version : '0.0.0';
+  } catch {
+    return '0.0.0';
+  }
+}
+
+/** UUID v5 (RFC 4122 name-based, SHA-1) in the URL namespace. */
+function uuidV5(name: string): string {
+  const ns = Buffer.from('6ba7b8119dad11d180b400c04fd430c8', 'hex');
+  const b = createHash('sha1').update(ns).update(name, 'utf8').digest().subarray(0, 16);
+  b[6] = ((b[6] ?? 0) & 0x0f) | 0x50;
+  b[8] = ((b[8] ?? 0) & 0x3f) | 0x80;
+  const h = b.toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+function property(name: string, value: string): { name: string; value: string } {
+  return { name: `${PROP}:${name}`, value };
+}
+
+/** The CycloneDX 1.6 SBOM (a plain JSON object) of the packages in a Buildroot show-info. */
+export function sbomFromShowInfo(
+  showInfo: Record<string, ShowInfoEntry>,
+  meta: SbomMeta,
+  options: SbomOptions = {},
+): Record<string, unknown> {
+  const wanted = (e: ShowInfoEntry): boolean =>
+    e.type === 'target' || (e.type === 'host' && options.includeHost === true);
+  const included = (key: string): boolean => {
+    const e = showInfo[key];
+    return e !== undefined && wanted(e) && e.virtual !== true;
+  };
+  const keys = Object.keys(showInfo)
+    .filter(included)
+    .sort((a, b) =>
+      bomRef(a, showInfo[a] as ShowInfoEntry).localeCompare(bomRef(b, showInfo[b] as ShowInfoEntry)),
+    );
+  const refOf = new Map(keys.map((k) => [k, bomRef(k, showInfo[k] as ShowInfoEntry)]));
+
+  const components = keys.map((key) => {
+    const e = showInfo[key] as ShowInfoEntry;
+    const name = e.name && e.name.length > 0 ? e.name : key;
+    const c: Record<string, unknown> = {
+      type: componentType(name),
+      'bom-ref': refOf.get(key),
+      name,
+    };
+    if (e.version) c.version = e.version;
+    c.scope = e.type === 'host' ? 'excluded' : 'required';
+    const licenses = mapBuildrootLicenses(e.licenses);
+    if (licenses.length > 0) c.licenses = licenses;
+    if (e['cpe-id']) c.cpe = e['cpe-id'];
+    const purl = (e.downloads ?? [])
+      .flatMap((d) => d.uris.slice(0, 1))
+      .map(githubPurl)
+      .find(Boolean);
+    if (purl) c.purl = purl;
+    const refs: { type: string; url: string }[] = [];
+    const seen = new Set<string>();
+    for (const d of e.downloads ?? []) {
+      for (const uri of d.uris) {
+        const p = parseUri(uri, d.source);
+        if (!p || seen.has(p.url)) continue;
+        seen.add(p.url);
+        refs.push({
+          type: ['http', 'https', 'ftp', 'ftps'].includes(p.method) ? 'distribution' : 'vcs',
+          url: p.url,
+        });
+      }
+    }
+    if (refs.length > 0) c.externalReferences = refs;
+    const props = [property('buildroot:package', key), property('buildroot:type', e.type)];
+    if (e.licenses !== undefined) props.push(property('buildroot:licenses', e.licenses));
+    if (e.redistributable !== undefined)
+      props.push(property('buildroot:redistributable', String(e.redistributable)));
+    if (e.patches && e.patches.length > 0)
+      props.push(property('buildroot:patches', String(e.patches.length)));
+    c.properties = props;
+    return c;
+  });
+
+  // Dependency edges among included components, looking through skipped virtual packages.
+  const resolve = (dep: string, seen: Set<string>): string[] => {
+    if (seen.has(dep)) return [];
+    seen.add(dep);
+    const e = showInfo[dep];
+    if (!e) return [];
+    if (included(dep)) return [dep];
+    if (e.virtual === true && wanted(e)) return (e.dependencies ?? []).flatMap((d) => resolve(d, seen));
+    return [];
+  };
+  const applianceRef = `appliance:${meta.applianceName}${meta.applianceVersion ? `@${meta.applianceVersion}` : ''}`;
+  const dependencies = [
+    {
+      ref: applianceRef,
+      dependsOn: keys.filter((k) => showInfo[k]?.type === 'target').map((k) => refOf.get(k) as string),
+    },
+    ...keys.map((key) => {
+      const deps = new Set<string>();
+      for (const d of showInfo[key]?.dependencies ?? []) {
+        for (const r of resolve(d, new Set([key]))) deps.add(refOf.get(r) as string);
+      }
+      return { ref: refOf.get(key) as string, dependsOn: [...deps].sort() };
+    }),
+  ];
+
+  const applianceComponent: Record<string, unknown> = {
+    type: 'operating-system',
+    'bom-ref': applianceRef,
+    name: meta.applianceName,
+  };
+  if (meta.applianceVersion) applianceComponent.version = meta.applianceVersion;
+  applianceComponent.description = `Buildroot ${meta.buildrootVersion} appliance image for ${meta.arch}`;
+  applianceComponent.properties = [property('arch', meta.arch)];
+
+  const metadata: Record<string, unknown> = {};
+  if (meta.timestamp) metadata.timestamp = meta.timestamp;
+  metadata.lifecycles = [{ phase: 'pre-build' }];
+  metadata.tools = {
+    components: [
+      { type: 'application', name: 'runner-appliance', version: runnerApplianceVersion() },
+      {
+        type: 'application',
+        name: 'buildroot',
+        version: meta.buildrootVersion,
+        description: 'package metadata from `make show-info`',
+        externalReferences: [{ type: 'website', url: 'https://buildroot.org/' }],
+      },
+    ],
+  };
+  metadata.component = applianceComponent;
+  metadata.properties = [
+    property('arch', meta.arch),
+    property('buildroot:version', meta.buildrootVersion),
+    property('config-sha256', meta.configSha256),
+    property('include-host', String(options.includeHost === true)),
+  ];
+
+  const body = { version: 1, metadata, components, dependencies };
+  const digest = createHash('sha256')
+    .update(JSON.stringify({ bomFormat: 'CycloneDX', specVersion: '1.6', ...body }))
+    .digest('hex');
+  return {
+    $schema: 'http://cyclonedx.org/schema/bom-1.6.schema.json',
+    bomFormat: 'CycloneDX',
+    specVersion: '1.6',
+    serialNumber: `urn:uuid:${uuidV5(`urn:runner-appliance:sbom:sha256:${digest}`)}`,
+    ...body,
+  };
+}
