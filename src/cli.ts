@@ -1,7 +1,15 @@
 /** The `appliance` command line. Each command is a thin layer over one stage module. */
-import { writeFileSync } from 'node:fs';
+import { renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
-import { fetchBuildroot, pinHashes } from './buildroot/index.js';
+import {
+  build,
+  downloadSources,
+  fetchBuildroot,
+  formatPlan,
+  generateSbom,
+  pinHashes,
+} from './buildroot/index.js';
 import { checkAppliance, formatCheckReport } from './check/index.js';
 import {
   type Arch,
@@ -32,7 +40,7 @@ import {
 } from './libvirt/index.js';
 import { info, isVerbose, setVerbose } from './log.js';
 import { renderToDisk, writeTree } from './render/index.js';
-import { installSignalHandlers } from './run/index.js';
+import { installSignalHandlers, wasInterrupted } from './run/index.js';
 
 const program = new Command();
 program
@@ -450,12 +458,116 @@ simple('console', 'attach to the serial console (Ctrl-] leaves)').action(
   },
 );
 
+const buildFlags = (cmd: Command) =>
+  cmd
+    .addOption(configOption())
+    .addOption(archOption())
+    .option('--buildroot <dir>', 'Buildroot tree (default: $APPLIANCE_BUILDROOT, then the cache)')
+    .option(
+      '--dl-dir <dir>',
+      'download folder shared between builds (default: $BR2_DL_DIR, then ~/.cache/runner-appliance/dl)',
+    )
+    .option('--mirror <url>', 'a download mirror (BR2_PRIMARY_SITE) tried first')
+    .option('--mirror-only', 'download from the mirror only (BR2_PRIMARY_SITE_ONLY)');
+type BuildFlags = {
+  config?: string;
+  arch?: Arch;
+  buildroot?: string;
+  dlDir?: string;
+  mirror?: string;
+  mirrorOnly?: boolean;
+};
+
+buildFlags(
+  program
+    .command('build')
+    .description(
+      'build kernel and squashfs root with Buildroot: render, configure, check, plan, make, gather artifacts',
+    ),
+)
+  .option('-j, --jobs <n>', 'parallel jobs inside each package (BR2_JLEVEL; 0 = one per CPU)')
+  .option('--ccache', 'use ccache (cache in ~/.cache/runner-appliance/ccache)')
+  .option('-o, --out <dir>', 'build folder (default: output/<name>-<arch>)')
+  .option('--plan', 'print what a build would do (the rebuild plan) and run nothing')
+  .option('--clean', 'build from scratch')
+  .option('--json', 'progress and result as JSON lines on stdout')
+  .action(
+    async (
+      o: BuildFlags & {
+        jobs?: string;
+        ccache?: boolean;
+        out?: string;
+        plan?: boolean;
+        clean?: boolean;
+        json?: boolean;
+      },
+    ) => {
+      const config = loadAppliance(o.config);
+      const jobs = o.jobs === undefined ? undefined : Number(o.jobs);
+      if (jobs !== undefined && !(Number.isInteger(jobs) && jobs >= 0)) {
+        throw new ApplianceError(`--jobs ${JSON.stringify(o.jobs)} is not a number of jobs`, {
+          hint: 'pass 0 (one per CPU) or a positive number',
+        });
+      }
+      const result = await build(config, { ...o, jobs, planOnly: o.plan });
+      if (o.plan || !o.json) process.stdout.write(`${formatPlan(result.plan)}\n`);
+      if (result.manifest && !o.json) {
+        for (const f of result.manifest.files)
+          process.stdout.write(
+            `${join(result.layout.artifacts, f.name)}  ${f.bytes} bytes  sha256 ${f.sha256}\n`,
+          );
+      }
+    },
+  );
+
+buildFlags(
+  program
+    .command('source')
+    .description(
+      'download every source (make source) for an air-gapped build; report each package that failed',
+    ),
+).action(async (o: BuildFlags) => {
+  const config = loadAppliance(o.config);
+  const r = await downloadSources(config, o);
+  if (r.failed.length > 0) {
+    throw new ApplianceError(
+      `${r.failed.length} package(s) could not be downloaded: ${r.failed.map((f) => `${f.pkg} ${f.version}`).join(', ')}`,
+      {
+        exitCode: ExitCode.checkFailed,
+        hint: `check the network or --mirror; the log is ${join(r.dlDir, 'appliance-source.log')}`,
+      },
+    );
+  }
+  info(`every source is in ${r.dlDir}`);
+});
+
+program
+  .command('sbom')
+  .description("write a CycloneDX JSON SBOM of the image from Buildroot's show-info (needs no build)")
+  .addOption(configOption())
+  .addOption(archOption())
+  .option('--buildroot <dir>', 'Buildroot tree (default: $APPLIANCE_BUILDROOT, then the cache)')
+  .option('--include-host', 'also list host (build-time) packages, with scope "excluded"')
+  .option('-o, --out <file>', 'write to this file instead of stdout')
+  .action(
+    async (o: { config?: string; arch?: Arch; buildroot?: string; includeHost?: boolean; out?: string }) => {
+      const config = loadAppliance(o.config);
+      const bom = await generateSbom(config, o);
+      const text = `${JSON.stringify(bom, null, 2)}\n`;
+      if (o.out) {
+        writeFileSync(`${o.out}.tmp`, text);
+        renameSync(`${o.out}.tmp`, o.out);
+      } else process.stdout.write(text);
+    },
+  );
+
 export async function main(argv: string[]): Promise<number> {
   installSignalHandlers();
   try {
     await program.parseAsync(argv);
     return process.exitCode === undefined ? ExitCode.ok : Number(process.exitCode);
   } catch (e) {
+    if (wasInterrupted()) return ExitCode.interrupted;
     if (e instanceof CommanderError) {
       if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.exitCode === 0)
         return ExitCode.ok;

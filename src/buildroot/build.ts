@@ -10,6 +10,7 @@ import {
   existsSync,
   mkdirSync,
   mkdtempSync,
+  readdirSync,
   readFileSync,
   renameSync,
   rmSync,
@@ -28,8 +29,9 @@ import { noteOnInterrupt, runCommand } from '../run/index.js';
 import { compareConfigs, explainProblems, type SymbolProblem } from './check.js';
 import { diagnoseBuildLog } from './diagnose.js';
 import { locateBuildroot } from './locate.js';
-import { type BuildPlan, type BuildSnapshot, planBuild, snapshotConfig } from './planner.js';
+import { type BuildPlan, type BuildSnapshot, packageSymbols, planBuild, snapshotConfig } from './planner.js';
 import { formatProgress, type ProgressEvent, ProgressTracker } from './progress.js';
+import { type ShowInfoEntry, sbomFromShowInfo } from './sbom.js';
 
 export interface BuildOptions {
   arch?: Arch;
@@ -204,7 +206,7 @@ export async function build(config: ApplianceConfig, o: BuildOptions = {}): Prom
   const builtBefore = existsSync(join(layout.build, '.config'));
   const plan: BuildPlan = o.clean
     ? { kind: 'clean', dirclean: [], reasons: ['--clean'], warnings: [] }
-    : planBuild(previous?.snapshot, next, builtBefore);
+    : planBuild(previous?.snapshot, next, builtBefore, knownPackages(buildroot, layout.external));
   if (o.planOnly) return { plan, layout };
 
   // 4. Carry the plan out.
@@ -334,6 +336,20 @@ async function gatherArtifacts(
   return manifest;
 }
 
+/** Package symbols of the Buildroot tree and the external tree, from their package folders. */
+function knownPackages(buildroot: string, external: string): Set<string> {
+  const names: string[] = ['linux'];
+  for (const root of [join(buildroot, 'package'), join(external, 'package')]) {
+    if (existsSync(root))
+      names.push(
+        ...readdirSync(root, { withFileTypes: true })
+          .filter((d) => d.isDirectory())
+          .map((d) => d.name),
+      );
+  }
+  return packageSymbols(names);
+}
+
 export function formatPlan(plan: BuildPlan): string {
   const what: Record<BuildPlan['kind'], string> = {
     first: 'first build: everything is built',
@@ -349,26 +365,25 @@ export function formatPlan(plan: BuildPlan): string {
   ].join('\n');
 }
 
-/** `appliance source`: download every source for an air-gapped build; report each package that failed. */
-export async function downloadSources(
+/** Render the tree and configure Buildroot in a temporary O=, then hand both to `use`. */
+async function withScratchConfig<T>(
   config: ApplianceConfig,
-  o: BuildOptions = {},
-): Promise<{ failed: { pkg: string; version: string }[]; dlDir: string }> {
+  o: BuildOptions,
+  dlDir: string,
+  use: (scratch: { make: string; out: string; external: string; buildroot: string }) => Promise<T>,
+): Promise<T> {
   const arch = o.arch ?? config.arch;
   const make = o.make ?? process.env.APPLIANCE_MAKE ?? 'make';
   const buildroot = locateBuildroot(config.buildroot.version, o.buildroot);
-  const dlDir = resolve(o.dlDir ?? process.env.BR2_DL_DIR ?? join(cacheDir(), 'dl'));
-  mkdirSync(dlDir, { recursive: true });
-  const work = mkdtempSync(join(tmpdir(), 'appliance-source-'));
+  const work = mkdtempSync(join(tmpdir(), 'appliance-scratch-'));
   try {
     const external = join(work, 'external');
     writeTree(external, renderTree(config));
     const defconfig = join(work, 'defconfig');
+    const extras = buildExtras(o, dlDir).map((l) => `${l}\n`);
     writeFileSync(
       defconfig,
-      `${readFileSync(join(external, 'configs', defconfigName(config, arch)), 'utf8')}${buildExtras(o, dlDir)
-        .map((l) => `${l}\n`)
-        .join('')}`,
+      `${readFileSync(join(external, 'configs', defconfigName(config, arch)), 'utf8')}${extras.join('')}`,
     );
     const out = join(work, 'o');
     await runCommand(
@@ -379,6 +394,62 @@ export async function downloadSources(
         purpose: 'configuring Buildroot',
       },
     );
+    return await use({ make, out, external, buildroot });
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/** `appliance sbom`: a CycloneDX document from Buildroot's show-info; needs no build. */
+export async function generateSbom(
+  config: ApplianceConfig,
+  o: BuildOptions & { includeHost?: boolean } = {},
+): Promise<Record<string, unknown>> {
+  const arch = o.arch ?? config.arch;
+  const scratchDl = mkdtempSync(join(tmpdir(), 'appliance-sbom-dl-'));
+  try {
+    return await withScratchConfig(config, o, scratchDl, async ({ make, out }) => {
+      const r = await runCommand(make, ['-s', '-C', out, 'show-info'], {
+        env: makeEnv(scratchDl),
+        purpose: 'make show-info',
+        timeoutMs: 5 * 60_000,
+      });
+      let info: Record<string, ShowInfoEntry>;
+      try {
+        info = JSON.parse(r.stdout) as Record<string, ShowInfoEntry>;
+      } catch {
+        throw new ApplianceError("Buildroot's show-info did not print JSON", {
+          exitCode: ExitCode.hostProblem,
+          details: r.stdout.slice(0, 2000),
+        });
+      }
+      const dotConfig = readFileSync(join(out, '.config'), 'utf8');
+      return sbomFromShowInfo(
+        info,
+        {
+          applianceName: config.name,
+          arch,
+          buildrootVersion: config.buildroot.version,
+          configSha256: createHash('sha256')
+            .update(JSON.stringify(snapshotConfig(dotConfig)))
+            .digest('hex'),
+        },
+        { includeHost: o.includeHost },
+      );
+    });
+  } finally {
+    rmSync(scratchDl, { recursive: true, force: true });
+  }
+}
+
+/** `appliance source`: download every source for an air-gapped build; report each package that failed. */
+export async function downloadSources(
+  config: ApplianceConfig,
+  o: BuildOptions = {},
+): Promise<{ failed: { pkg: string; version: string }[]; dlDir: string }> {
+  const dlDir = resolve(o.dlDir ?? process.env.BR2_DL_DIR ?? join(cacheDir(), 'dl'));
+  mkdirSync(dlDir, { recursive: true });
+  return withScratchConfig(config, o, dlDir, async ({ make, out }) => {
     const r = await runCommand(make, ['-k', '-C', out, 'source'], {
       env: makeEnv(dlDir),
       allowFailure: true,
@@ -396,7 +467,5 @@ export async function downloadSources(
       return { pkg: split?.[1] ?? m[1] ?? '', version: split?.[2] ?? '' };
     });
     return { failed, dlDir };
-  } finally {
-    rmSync(work, { recursive: true, force: true });
-  }
+  });
 }

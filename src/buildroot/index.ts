@@ -1,4 +1,14 @@
 export {
+  type ArtifactManifest,
+  type BuildOptions,
+  type BuildResult,
+  build,
+  buildLayout,
+  downloadSources,
+  formatPlan,
+  generateSbom,
+} from './build.js';
+export {
   checkDefconfig,
   checkPackages,
   compareConfigs,
@@ -8,6 +18,7 @@ export {
   pythonWith,
   type SymbolProblem,
 } from './check.js';
+export { type Diagnosis, diagnoseBuildLog } from './diagnose.js';
 export {
   buildrootVersionOf,
   cachedBuildrootDir,
@@ -17,3 +28,6 @@ export {
   releasePin,
 } from './locate.js';
 export { type PinResult, pinHashes } from './pin-hashes.js';
+export { type BuildPlan, type BuildSnapshot, planBuild } from './planner.js';
+export { formatProgress, ProgressTracker, parseProgressLine } from './progress.js';
+export { type SbomMeta, sbomFromShowInfo } from './sbom.js';

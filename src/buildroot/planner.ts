@@ -59,24 +59,37 @@ export function packageOfSymbol(symbol: string, enabled: Set<string>): string | 
   return best ? best.slice('BR2_PACKAGE_'.length).toLowerCase().replaceAll('_', '-') : undefined;
 }
 
-function enabledPackages(config: Record<string, string>): Set<string> {
+/** BR2_PACKAGE_<NAME> for each package folder name (docker-engine → BR2_PACKAGE_DOCKER_ENGINE). */
+export function packageSymbols(names: Iterable<string>): Set<string> {
   return new Set(
-    Object.entries(config)
-      .filter(
-        ([k, v]) =>
-          v === 'y' &&
-          k.startsWith('BR2_PACKAGE_') &&
-          !k.startsWith('BR2_PACKAGE_HOST_') &&
-          !/_ARCH_SUPPORTS$|_SUPPORTS$/.test(k),
-      )
-      .map(([k]) => k),
+    [...names].map((n) => `BR2_PACKAGE_${n.toUpperCase().replaceAll('-', '_').replaceAll('.', '_')}`),
   );
+}
+
+/**
+ * Enabled package symbols. With `known` (the package folders of Buildroot and the external tree)
+ * options such as BR2_PACKAGE_DOCKER_ENGINE_DRIVER_BTRFS are told apart from packages such as
+ * BR2_PACKAGE_DOCKER_CLI_BUILDX; without it, a symbol under another enabled one counts as its option.
+ */
+function enabledPackages(config: Record<string, string>, known?: Set<string>): Set<string> {
+  const on = Object.entries(config)
+    .filter(
+      ([k, v]) =>
+        v === 'y' &&
+        k.startsWith('BR2_PACKAGE_') &&
+        !k.startsWith('BR2_PACKAGE_HOST_') &&
+        !/_SUPPORTS$/.test(k),
+    )
+    .map(([k]) => k);
+  if (known) return new Set(on.filter((k) => known.has(k)));
+  return new Set(on.filter((k) => !on.some((other) => other !== k && k.startsWith(`${other}_`))));
 }
 
 export function planBuild(
   previous: BuildSnapshot | undefined,
   next: BuildSnapshot,
   builtBefore: boolean,
+  known?: Set<string>,
 ): BuildPlan {
   if (!previous || !builtBefore)
     return { kind: 'first', dirclean: [], reasons: ['no previous build in this folder'], warnings: [] };
@@ -101,8 +114,8 @@ export function planBuild(
       warnings: [],
     };
   }
-  const before = enabledPackages(previous.config);
-  const after = enabledPackages(next.config);
+  const before = enabledPackages(previous.config, known);
+  const after = enabledPackages(next.config, known);
   const removed = [...before].filter((s) => !after.has(s));
   const added = [...after].filter((s) => !before.has(s));
   const dirclean = new Set<string>();

@@ -312,7 +312,13 @@ export async function stopVm(
 export async function destroyVm(config: ApplianceConfig, conn: Connection): Promise<void> {
   const s = await requireDefined(config, conn);
   if (s.state === 'shut off') return;
-  await virsh(conn, ['destroy', config.name]);
+  const r = await virsh(conn, ['destroy', config.name], { allowFailure: true });
+  // The guest may have powered off between the two calls.
+  if (r.exitCode !== 0 && (await vmStatus(config, conn)).state !== 'shut off') {
+    throw new ApplianceError(`virsh destroy ${config.name} failed: ${r.stderr.trim().split('\n')[0]}`, {
+      exitCode: ExitCode.hostProblem,
+    });
+  }
 }
 
 /** Remove the domain definition. Volumes stay (the data disk always does) unless `deleteImages`. */

@@ -76,10 +76,17 @@ let signalsInstalled = false;
 let interrupted = false;
 const interruptNotes = new Set<string>();
 
+/** Whether Ctrl-C or SIGTERM arrived; the handler then exits the process itself. */
+export function wasInterrupted(): boolean {
+  return interrupted;
+}
+
 /** A line to print if the user interrupts while it is registered (e.g. how to resume). */
 export function noteOnInterrupt(note: string): () => void {
   interruptNotes.add(note);
-  return () => interruptNotes.delete(note);
+  return () => {
+    if (!interrupted) interruptNotes.delete(note);
+  };
 }
 
 function killGroup(child: ResultPromise, signal: NodeJS.Signals): void {

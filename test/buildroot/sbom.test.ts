@@ -396,12 +396,13 @@ function topLevel(dir: string): string {
 }
 
 describe.skipIf(skip)('SBOM of the x86_64 appliance from Buildroot 2026.02.3 show-info', () => {
-  const out = tempDir('appliance-sbom-');
+  let out = '';
   let showInfoReal: Record<string, ShowInfoEntry> = {};
   let realMeta: SbomMeta;
   let before = '';
 
   beforeAll(() => {
+    out = tempDir('appliance-sbom-');
     before = topLevel(buildroot);
     const external = join(repoRoot, 'external');
     // O= and BR2_DL_DIR always point into the temporary folder: the Buildroot tree stays read-only.
@@ -429,7 +430,7 @@ describe.skipIf(skip)('SBOM of the x86_64 appliance from Buildroot 2026.02.3 sho
   });
 
   afterAll(() => {
-    rmSync(out, { recursive: true, force: true });
+    if (out) rmSync(out, { recursive: true, force: true });
   });
 
   it('validates against the CycloneDX 1.6 schema and lists the appliance payload with its versions', () => {

@@ -10,7 +10,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { commandExists, repoRoot, runCli, skipReason, tempDir } from '../helpers.js';
+import { commandExists, repoRoot, runCliAsync, skipReason, tempDir } from '../helpers.js';
 
 const uri = 'qemu:///system';
 const tag = `ratest${process.pid}`;
@@ -146,9 +146,9 @@ describe.skipIf(skip)('libvirt tier', () => {
       args.push('--credential', `gitlab-runner.token=${file}`);
     }
     defined.push(name);
-    const define = runCli(args);
+    const define = await runCliAsync(args);
     expect(define.status, define.stderr).toBe(0);
-    const start = runCli(['vm', 'start', '--config', cfg, '--connect', uri, '--pool', pool]);
+    const start = await runCliAsync(['vm', 'start', '--config', cfg, '--connect', uri, '--pool', pool]);
     expect(start.status, start.stderr).toBe(0);
     return serialUntilDone(name, 180);
   }
@@ -171,7 +171,7 @@ describe.skipIf(skip)('libvirt tier', () => {
       .filter((l) => /192\.168\.0\.0\/16/.test(l) && /-j DROP/.test(l))
       .map((l) => Number(/pcnt = (\d+)/.exec(l)?.[1] ?? 0));
     expect(Math.max(0, ...dropped)).toBeGreaterThan(0);
-    const status = runCli([
+    const status = await runCliAsync([
       'vm',
       'status',
       '--config',
@@ -198,7 +198,7 @@ describe.skipIf(skip)('libvirt tier', () => {
       '-c',
       `mkdir -p ${newRoot}/etc && echo v2 > ${newRoot}/etc/version && mksquashfs ${newRoot} ${work}/rootfs-v2.squashfs -quiet -noappend`,
     ]);
-    const r = runCli([
+    const r = await runCliAsync([
       'vm',
       'update',
       '--config',
@@ -232,13 +232,15 @@ describe.skipIf(skip)('libvirt tier', () => {
     expect(virsh(['dumpxml', name])).toContain(`<source file='${newRootfs}'`);
     expect(execFileSync('sha256sum', [dataPath], { encoding: 'utf8' }).split(' ')[0]).toBe(dataSum);
     expect(
-      JSON.parse(runCli(['vm', 'status', '--config', cfg, '--connect', uri, '--json']).stdout).state,
+      JSON.parse((await runCliAsync(['vm', 'status', '--config', cfg, '--connect', uri, '--json'])).stdout)
+        .state,
     ).toBe('running');
-    expect(runCli(['vm', 'destroy', '--config', cfg, '--connect', uri]).status).toBe(0);
+    expect((await runCliAsync(['vm', 'destroy', '--config', cfg, '--connect', uri])).status).toBe(0);
     expect(
-      JSON.parse(runCli(['vm', 'status', '--config', cfg, '--connect', uri, '--json']).stdout).state,
+      JSON.parse((await runCliAsync(['vm', 'status', '--config', cfg, '--connect', uri, '--json'])).stdout)
+        .state,
     ).toBe('shut off');
-    const undefine = runCli([
+    const undefine = await runCliAsync([
       'vm',
       'undefine',
       '--config',
@@ -293,7 +295,7 @@ describe.skipIf(skip)('libvirt tier', () => {
       const cfg = join(work, `${name}.yaml`);
       writeFileSync(cfg, `name: ${name}\nvm: {memory: 512M, vcpus: 1}\ndataDisk: {size: 1G}\n`);
       defined.push(name);
-      const define = runCli([
+      const define = await runCliAsync([
         'vm',
         'define',
         '--config',
@@ -314,22 +316,29 @@ describe.skipIf(skip)('libvirt tier', () => {
         'tcg',
       ]);
       expect(define.status, define.stderr).toBe(0);
-      expect(runCli(['vm', 'start', '--config', cfg, '--connect', remote]).status).toBe(0);
+      expect((await runCliAsync(['vm', 'start', '--config', cfg, '--connect', remote])).status).toBe(0);
       const log = await serialUntilDone(name, 180);
       expect(log).toMatch(/TINY-GUEST: dhcp ok/);
       const status = JSON.parse(
-        runCli(['vm', 'status', '--config', cfg, '--connect', remote, '--json']).stdout,
+        (await runCliAsync(['vm', 'status', '--config', cfg, '--connect', remote, '--json'])).stdout,
       );
       expect(status).toMatchObject({ uri: remote, defined: true });
-      expect(runCli(['vm', 'destroy', '--config', cfg, '--connect', remote]).status).toBe(0);
+      expect((await runCliAsync(['vm', 'destroy', '--config', cfg, '--connect', remote])).status).toBe(0);
     } finally {
       process.kill(sshd, 'SIGTERM');
     }
   }, 600_000);
 
-  it('nwfilter-define --validate accepts the filter', () => {
+  it('nwfilter-define --validate accepts the filter', async () => {
     const file = join(work, 'filter.xml');
-    const r = runCli(['libvirt', 'nwfilter', '--config', join(work, `${tag}-f.yaml`), '--out', file]);
+    const r = await runCliAsync([
+      'libvirt',
+      'nwfilter',
+      '--config',
+      join(work, `${tag}-f.yaml`),
+      '--out',
+      file,
+    ]);
     expect(r.status).toBe(0);
     expect(
       spawnSync('virsh', ['-c', uri, 'nwfilter-define', '--validate', file], { encoding: 'utf8' }).status,

@@ -1,0 +1,52 @@
+/**
+ * `npm run bench`: wall times of the main commands on the default appliance.yaml, printed as
+ * figures (median of a few runs). Steps that need a Buildroot tree are skipped, with the reason,
+ * when none is found.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildrootVersionOf, cachedBuildrootDir } from './buildroot/index.js';
+import { packageRoot } from './paths.js';
+
+const cli = join(packageRoot(), 'dist', 'bin.js');
+
+function time(args: string[], runs: number): { median: number; runs: number[] } {
+  const times: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = process.hrtime.bigint();
+    const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
+    const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    if (r.status !== 0) throw new Error(`appliance ${args.join(' ')} failed: ${r.stderr}`);
+    times.push(seconds);
+  }
+  const sorted = [...times].sort((a, b) => a - b);
+  return { median: sorted[Math.floor(sorted.length / 2)] ?? 0, runs: times };
+}
+
+function report(name: string, t: { median: number; runs: number[] }): void {
+  process.stdout.write(
+    `${name.padEnd(34)} median ${t.median.toFixed(2)} s  (runs: ${t.runs.map((r) => r.toFixed(2)).join(', ')})\n`,
+  );
+}
+
+const work = mkdtempSync(join(tmpdir(), 'appliance-bench-'));
+try {
+  process.stdout.write(
+    `runner-appliance benchmarks (default appliance.yaml, ${process.arch}, node ${process.version})\n`,
+  );
+  report('render (fresh folder)', time(['render', '--out', join(work, 'a')], 1));
+  report('render (up to date)', time(['render', '--out', join(work, 'a')], 5));
+  const br = process.env.APPLIANCE_BUILDROOT ?? cachedBuildrootDir('2026.02.3');
+  if (buildrootVersionOf(br) === '2026.02.3') {
+    report('check (both arches)', time(['check', '--buildroot', br], 3));
+    report('sbom', time(['sbom', '--buildroot', br, '--out', join(work, 'bom.json')], 3));
+  } else {
+    process.stdout.write(
+      `check, sbom: skipped (no Buildroot 2026.02.3 at ${br}; run 'appliance buildroot fetch')\n`,
+    );
+  }
+} finally {
+  rmSync(work, { recursive: true, force: true });
+}
