@@ -30,7 +30,7 @@ import { compareConfigs, explainProblems, type SymbolProblem } from './check.js'
 import { diagnoseBuildLog } from './diagnose.js';
 import { locateBuildroot } from './locate.js';
 import { type BuildPlan, type BuildSnapshot, packageSymbols, planBuild, snapshotConfig } from './planner.js';
-import { formatProgress, type ProgressEvent, ProgressTracker } from './progress.js';
+import { formatProgress, type ProgressEvent, ProgressTracker, parseProgressLine } from './progress.js';
 import { type ShowInfoEntry, sbomFromShowInfo } from './sbom.js';
 
 export interface BuildOptions {
@@ -456,8 +456,8 @@ export async function downloadSources(
       timeoutMs: 12 * 3600_000,
       logFile: join(dlDir, 'appliance-source.log'),
       onLine: (line) => {
-        const m = /^>>> (\S+) (\S+) Downloading/.exec(line.replace(/\u001b\[[0-9;]*m/g, ''));
-        if (m) info(`downloading ${m[1]} ${m[2]}`);
+        const p = parseProgressLine(line);
+        if (p?.pkg && p.step === 'Downloading') info(`downloading ${p.pkg} ${p.version}`);
       },
     });
     const failed = [
