@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import type { ApplianceError } from '../../src/errors.js';
 import { runCommand } from '../../src/run/index.js';
 
 /** Running (a zombie waiting for its reaper counts as gone). */
@@ -34,11 +35,14 @@ describe('runCommand', () => {
     const error = await runCommand('bash', ['-c', `sleep 300 & echo $! ; exec -a ${marker} sleep 301`], {
       timeoutMs: 1000,
       purpose: 'sleeper',
-    }).catch((e: { message: string; details: string }) => e);
-    expect((error as Error).message).toBe('sleeper timed out after 1 s');
+    }).then(
+      () => undefined,
+      (e: ApplianceError) => e,
+    );
+    expect(error?.message).toBe('sleeper timed out after 1 s');
     expect(Date.now() - started).toBeLessThan(10_000);
     await new Promise((r) => setTimeout(r, 300));
-    const grandchild = Number((error as { details: string }).details.trim());
+    const grandchild = Number(error?.details?.trim());
     expect(grandchild).toBeGreaterThan(1);
     expect(alive(grandchild)).toBe(false);
     // "[a]ppliance…" keeps pgrep from matching its own shell.
