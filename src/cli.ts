@@ -1,5 +1,5 @@
 /** The `appliance` command line. Each command is a thin layer over one stage module. */
-import { renameSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import {
@@ -41,6 +41,7 @@ import {
 import { info, isVerbose, setVerbose } from './log.js';
 import { renderToDisk, writeTree } from './render/index.js';
 import { installSignalHandlers, wasInterrupted } from './run/index.js';
+import { runSmoke } from './smoke/index.js';
 
 const program = new Command();
 program
@@ -558,6 +559,97 @@ program
         writeFileSync(`${o.out}.tmp`, text);
         renameSync(`${o.out}.tmp`, o.out);
       } else process.stdout.write(text);
+    },
+  );
+
+program
+  .command('smoke')
+  .description(
+    'boot an image under QEMU, check it over SSH, write a JUnit report (exit 0 pass, 1 check failed, 3 infrastructure)',
+  )
+  .addOption(configOption())
+  .option('--kernel <file>', 'kernel image (bzImage / Image)')
+  .option('--rootfs <file>', 'squashfs root filesystem')
+  .option('--initrd <file>', 'initramfs, if the kernel needs one')
+  .option('--artifacts <dir>', "a build's artifacts folder (manifest.json, kernel, rootfs.squashfs)")
+  .option(
+    '--data-disk <file>',
+    'data disk image, never written (a copy-on-write overlay takes the writes); default: a throwaway one',
+  )
+  .addOption(new Option('--accel <accel>', 'accelerator').choices(['auto', 'kvm', 'tcg']).default('auto'))
+  .option('--timeout <seconds>', 'for boot and checks together (default 180 with KVM, 600 with TCG)')
+  .option('--junit <file>', 'JUnit XML report (default: <out>/junit.xml)')
+  .option('--out <dir>', 'folder for the report, serial log, timeline and summary', 'smoke-report')
+  .option(
+    '--image-tar <file>',
+    'rootfs tarball imported as the test container image (default: made from a static busybox)',
+  )
+  .addOption(archOption())
+  .action(
+    async (o: {
+      config?: string;
+      kernel?: string;
+      rootfs?: string;
+      initrd?: string;
+      artifacts?: string;
+      dataDisk?: string;
+      accel: 'auto' | 'kvm' | 'tcg';
+      timeout?: string;
+      junit?: string;
+      out: string;
+      imageTar?: string;
+      arch?: Arch;
+    }) => {
+      const config = loadAppliance(o.config);
+      let { kernel, rootfs } = o;
+      if (o.artifacts) {
+        const manifestPath = join(o.artifacts, 'manifest.json');
+        let manifest: { arch?: Arch; files?: { name: string }[] };
+        try {
+          manifest = JSON.parse(readFileSync(manifestPath, 'utf8'));
+        } catch {
+          throw new ApplianceError(`${manifestPath} is missing or not JSON`, {
+            hint: "pass the artifacts folder 'appliance build' wrote",
+          });
+        }
+        const names = (manifest.files ?? []).map((f) => f.name);
+        kernel ??= join(o.artifacts, names.find((n) => n === 'bzImage' || n === 'Image') ?? 'bzImage');
+        rootfs ??= join(o.artifacts, 'rootfs.squashfs');
+        o.arch ??= manifest.arch;
+      }
+      if (!kernel || !rootfs)
+        throw new ApplianceError('no image to boot', {
+          hint: 'pass --kernel and --rootfs, or --artifacts DIR',
+        });
+      const timeoutSeconds = o.timeout === undefined ? undefined : Number(o.timeout);
+      if (timeoutSeconds !== undefined && !(Number.isFinite(timeoutSeconds) && timeoutSeconds >= 10)) {
+        throw new ApplianceError(
+          `--timeout ${JSON.stringify(o.timeout)} is not a number of seconds (at least 10)`,
+        );
+      }
+      const report = await runSmoke(config, {
+        kernel,
+        rootfs,
+        initrd: o.initrd,
+        dataDisk: o.dataDisk,
+        accel: o.accel,
+        timeoutSeconds,
+        junit: o.junit,
+        outDir: o.out,
+        imageTar: o.imageTar,
+        arch: o.arch,
+      });
+      process.stdout.write(readFileSync(report.files.summary, 'utf8'));
+      if (!report.passed) {
+        const failed = report.cases.filter((c) => c.status === 'failed');
+        throw new ApplianceError(
+          `${failed.length} of ${report.cases.length} smoke checks failed: ${failed.map((c) => c.name).join(', ')}`,
+          {
+            exitCode: ExitCode.checkFailed,
+            hint: `see ${report.files.junit} and ${report.files.serial}`,
+          },
+        );
+      }
     },
   );
 

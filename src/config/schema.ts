@@ -262,6 +262,43 @@ export const applianceSchema = z
       })
       .prefault({})
       .meta({ description: 'SSH access.' }),
+    smoke: z
+      .strictObject({
+        checks: z
+          .array(
+            z.strictObject({
+              name: matching(
+                /^[a-z0-9][a-z0-9._-]{0,62}$/,
+                'a check name of lower-case letters, digits, ".", "_" or "-"',
+              ).meta({
+                description: 'Test case name in the JUnit report.',
+              }),
+              run: z
+                .string()
+                .min(1)
+                .meta({ description: 'Shell command run in the guest over SSH; exit 0 passes.' }),
+              expect: z
+                .string()
+                .superRefine((text, ctx) => {
+                  const problem = regexProblem(text);
+                  if (problem)
+                    ctx.addIssue({
+                      code: 'custom',
+                      message: `expected a regular expression, got ${shown(text)} (${problem})`,
+                    });
+                })
+                .optional()
+                .meta({ description: 'Regular expression the output must match as well.' }),
+            }),
+          )
+          .default([])
+          .meta({
+            description:
+              'Extra checks `appliance smoke` runs in the booted appliance, one JUnit test case each.',
+          }),
+      })
+      .prefault({})
+      .meta({ description: 'Smoke test settings.' }),
     overlays: z.array(z.string().min(1)).default([]).meta({
       description: 'Extra rootfs overlay folders, relative to appliance.yaml; copied into the rendered tree.',
     }),

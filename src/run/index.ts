@@ -242,3 +242,56 @@ export async function runInteractive(file: string, args: readonly string[]): Pro
   }
   return r.exitCode ?? 1;
 }
+
+export interface BackgroundProcess {
+  pid: number | undefined;
+  /** Resolves with the exit code (or 128+signal) when the process ends. */
+  exited: Promise<number>;
+  /** SIGTERM the process group, then SIGKILL after `graceMs`. */
+  stop(graceMs?: number): Promise<number>;
+  stderr(): string;
+}
+
+/**
+ * Start a long-running process (qemu) in its own process group, registered so that Ctrl-C,
+ * SIGTERM and `terminateAll` stop it. Output is captured (stderr kept for error messages).
+ */
+export function startBackground(
+  file: string,
+  args: readonly string[],
+  options: { cwd?: string } = {},
+): BackgroundProcess {
+  debug(`$ ${formatCommand(file, args)} &`);
+  const child = execa(file, args, {
+    cwd: options.cwd,
+    reject: false,
+    detached: true,
+    cleanup: true,
+    stdin: 'ignore',
+    buffer: false,
+  });
+  active.add(child);
+  let err = '';
+  child.stderr?.on('data', (d: Buffer) => {
+    err = (err + d.toString()).slice(-8192);
+  });
+  child.stdout?.resume();
+  const exited = (async () => {
+    const r = await child;
+    active.delete(child);
+    if ((r as { code?: string }).code === 'ENOENT') return 127;
+    return r.exitCode ?? (r.signal ? 128 : 1);
+  })();
+  return {
+    pid: child.pid,
+    exited,
+    stderr: () => err,
+    async stop(graceMs = 5000) {
+      killGroup(child, 'SIGTERM');
+      const timer = setTimeout(() => killGroup(child, 'SIGKILL'), graceMs);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+  };
+}
