@@ -4,7 +4,7 @@
  * when none is found.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildrootVersionOf, cachedBuildrootDir } from './buildroot/index.js';
@@ -47,6 +47,61 @@ try {
       `check, sbom: skipped (no Buildroot 2026.02.3 at ${br}; run 'appliance buildroot fetch')\n`,
     );
   }
+  benchStandin(work);
 } finally {
   rmSync(work, { recursive: true, force: true });
+}
+
+/** The stand-in image (a test fixture from Debian packages, not the Buildroot product) under TCG. */
+function benchStandin(dir: string): void {
+  const script = join(packageRoot(), 'test', 'fixtures', 'standin', 'build-standin.sh');
+  if (process.getuid?.() !== 0) {
+    process.stdout.write('stand-in boot: skipped (building the stand-in image needs root)\n');
+    return;
+  }
+  const built = spawnSync('bash', [script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  if (built.status !== 0) {
+    process.stdout.write('stand-in boot: skipped (the stand-in image could not be built; see above)\n');
+    return;
+  }
+  const image = JSON.parse(built.stdout.trim().split('\n').pop() ?? '{}') as {
+    kernel: string;
+    rootfs: string;
+  };
+  const out = join(dir, 'smoke');
+  const t = time(
+    [
+      'smoke',
+      '--kernel',
+      image.kernel,
+      '--rootfs',
+      image.rootfs,
+      '--accel',
+      'tcg',
+      '--out',
+      out,
+      '--hold',
+      '60',
+    ],
+    1,
+  );
+  const timeline = JSON.parse(readFileSync(join(out, 'timeline.json'), 'utf8')) as {
+    milestones: Record<string, number>;
+    qemuRssKiB?: number;
+    guestMemoryKiB?: number;
+  };
+  const dockerReady = timeline.milestones.docker ?? Number.NaN;
+  const smokeWall = (t.median ?? 0) - 60;
+  process.stdout.write(`stand-in (TCG): QEMU start to Docker ready  ${dockerReady.toFixed(1)} s\n`);
+  process.stdout.write(
+    `stand-in (TCG): whole appliance smoke       ${smokeWall.toFixed(1)} s (wall, without the 60 s idle hold)\n`,
+  );
+  process.stdout.write(
+    `stand-in (TCG): Docker ready / smoke wall   ${(dockerReady / smokeWall).toFixed(2)}\n`,
+  );
+  if (timeline.qemuRssKiB && timeline.guestMemoryKiB) {
+    process.stdout.write(
+      `stand-in (TCG): QEMU resident memory after 60 s idle ${(timeline.qemuRssKiB / 1024).toFixed(0)} MiB of ${(timeline.guestMemoryKiB / 1024).toFixed(0)} MiB guest memory (${((100 * timeline.qemuRssKiB) / timeline.guestMemoryKiB).toFixed(0)}%)\n`,
+    );
+  }
 }

@@ -45,6 +45,8 @@ export interface SmokeOptions {
   imageTar?: string;
   arch?: Arch;
   extraCmdline?: string[];
+  /** Keep the VM idle this many seconds after the checks, then record QEMU's resident memory. */
+  holdSeconds?: number;
 }
 
 export interface SmokeReport {
@@ -166,6 +168,7 @@ function qemuArgs(
     'virtio-net-pci,netdev=n0',
     '-device',
     'virtio-rng-pci',
+    ...(config.vm.balloon ? ['-device', 'virtio-balloon-pci,deflate-on-oom=on,free-page-reporting=on'] : []),
     '-device',
     'pvpanic-pci',
     '-action',

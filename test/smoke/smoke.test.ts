@@ -1,0 +1,274 @@
+/**
+ * Smoke tier: `appliance smoke` under TCG against the stand-in image (Debian packages + our
+ * rendered overlay, built by `npm run standin`; not the Buildroot product), and against broken
+ * variants of it: a unit that fails, a data disk without the label, a root that cannot mount,
+ * and a timeout. Each run must leave no QEMU behind.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { commandExists, repoRoot, runCli, runCliAsync, skipReason, tempDir } from '../helpers.js';
+
+function prerequisite(): string | undefined {
+  if (process.env.APPLIANCE_SKIP_SMOKE_TIER) return 'APPLIANCE_SKIP_SMOKE_TIER is set';
+  if (process.getuid?.() !== 0) return 'building the stand-in image needs root (debootstrap)';
+  for (const tool of [
+    'qemu-system-x86_64',
+    'qemu-img',
+    'debootstrap',
+    'mksquashfs',
+    'unsquashfs',
+    'xmllint',
+  ]) {
+    if (!commandExists(tool)) return `${tool} is not installed`;
+  }
+  if (!existsSync('/bin/busybox'))
+    return 'busybox-static is not installed (the test container image is made from it)';
+  return undefined;
+}
+const skip = skipReason('smoke tier', prerequisite());
+
+/** QEMU processes whose command line mentions `marker`. */
+function qemuWith(marker: string): string {
+  return spawnSync('sh', ['-c', `pgrep -af qemu-system | grep -F -- '${marker}' || true`], {
+    encoding: 'utf8',
+  }).stdout.trim();
+}
+
+describe.skipIf(skip)('appliance smoke on the stand-in image (TCG)', () => {
+  let image: { kernel: string; rootfs: string };
+  let work: string;
+  beforeAll(() => {
+    const out = execFileSync('bash', [join(repoRoot, 'test/fixtures/standin/build-standin.sh')], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+      timeout: 40 * 60_000,
+    });
+    image = JSON.parse(out.trim().split('\n').pop() ?? '{}');
+    work = tempDir('appliance-smoke-test-');
+  }, 40 * 60_000);
+
+  it(
+    'passes, writes a JUnit report that validates, a timeline and the serial log',
+    async () => {
+      const out = join(work, 'ok');
+      const r = await runCliAsync([
+        'smoke',
+        '--kernel',
+        image.kernel,
+        '--rootfs',
+        image.rootfs,
+        '--accel',
+        'auto',
+        '--out',
+        out,
+      ]);
+      expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(0);
+      expect(r.stdout).toMatch(/appliance smoke: PASSED \(TCG/);
+      const xsd = join(repoRoot, 'test/fixtures/junit.xsd');
+      const v = spawnSync('xmllint', ['--noout', '--schema', xsd, join(out, 'junit.xml')], {
+        encoding: 'utf8',
+      });
+      expect(v.status, v.stderr).toBe(0);
+      const junit = readFileSync(join(out, 'junit.xml'), 'utf8');
+      for (const name of [
+        'boot.multi-user',
+        'rootfs.read-only-squashfs',
+        'data-disk.var-lib-docker',
+        'containerd.state-on-tmpfs',
+        'docker.info',
+        'docker.run-imported-image',
+        'docuum.active',
+        'gitlab-runner.state',
+      ]) {
+        expect(junit).toContain(`<testcase name="${name}"`);
+      }
+      expect(junit).not.toMatch(/<failure|<skipped/);
+      expect(junit).toContain('<property name="accel" value="tcg"/>');
+      const timeline = JSON.parse(readFileSync(join(out, 'timeline.json'), 'utf8'));
+      expect(Object.keys(timeline.milestones)).toEqual(['kernel', 'systemd', 'ssh', 'multi-user', 'docker']);
+      expect(timeline.systemdAnalyze).toMatch(/Startup finished/);
+      expect(readFileSync(join(out, 'serial.log'), 'utf8')).toMatch(/Linux version/);
+      expect(qemuWith(out)).toBe('');
+    },
+    15 * 60_000,
+  );
+
+  it(
+    'the given data disk is never written',
+    async () => {
+      const disk = join(work, 'data.img');
+      expect(runCli(['disk', 'create', disk, '--size', '4G']).status).toBe(0);
+      const before = execFileSync('sha256sum', [disk], { encoding: 'utf8' }).split(' ')[0];
+      const out = join(work, 'disk');
+      const r = await runCliAsync([
+        'smoke',
+        '--kernel',
+        image.kernel,
+        '--rootfs',
+        image.rootfs,
+        '--accel',
+        'tcg',
+        '--data-disk',
+        disk,
+        '--out',
+        out,
+      ]);
+      expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(0);
+      expect(execFileSync('sha256sum', [disk], { encoding: 'utf8' }).split(' ')[0]).toBe(before);
+    },
+    15 * 60_000,
+  );
+
+  it(
+    'a unit that fails fails boot.multi-user, naming the unit',
+    async () => {
+      const root = join(work, 'broken-root');
+      execFileSync('unsquashfs', ['-q', '-n', '-d', root, image.rootfs]);
+      writeFileSync(
+        join(root, 'etc/systemd/system/smoke-broken.service'),
+        '[Unit]\nDescription=Broken on purpose\n[Service]\nType=oneshot\nExecStart=/bin/false\n[Install]\nWantedBy=multi-user.target\n',
+      );
+      mkdirSync(join(root, 'etc/systemd/system/multi-user.target.wants'), { recursive: true });
+      execFileSync('ln', [
+        '-sf',
+        '../smoke-broken.service',
+        join(root, 'etc/systemd/system/multi-user.target.wants/smoke-broken.service'),
+      ]);
+      const rootfs = join(work, 'broken.squashfs');
+      execFileSync('mksquashfs', [
+        root,
+        rootfs,
+        '-quiet',
+        '-noappend',
+        '-comp',
+        'zstd',
+        '-Xcompression-level',
+        '3',
+      ]);
+      execFileSync('rm', ['-rf', root]);
+      const out = join(work, 'unit');
+      const r = await runCliAsync([
+        'smoke',
+        '--kernel',
+        image.kernel,
+        '--rootfs',
+        rootfs,
+        '--accel',
+        'tcg',
+        '--out',
+        out,
+      ]);
+      expect(r.status).toBe(1);
+      expect(r.stdout).toMatch(
+        /FAIL\s+boot\.multi-user: system state is degraded; failed units: smoke-broken\.service/,
+      );
+      expect(r.stderr).toMatch(/^error: 1 of \d+ smoke checks failed: boot\.multi-user/m);
+      expect(readFileSync(join(out, 'junit.xml'), 'utf8')).toMatch(
+        /<testcase name="boot.multi-user"[^>]*>\s*<failure message="system state is degraded/,
+      );
+      expect(qemuWith(out)).toBe('');
+    },
+    15 * 60_000,
+  );
+
+  it(
+    'a data disk without the label fails the data-disk check (SSH still works)',
+    async () => {
+      const disk = join(work, 'unlabelled.img');
+      expect(runCli(['disk', 'create', disk, '--size', '2G', '--label', 'not-docker']).status).toBe(0);
+      const out = join(work, 'label');
+      const r = await runCliAsync([
+        'smoke',
+        '--kernel',
+        image.kernel,
+        '--rootfs',
+        image.rootfs,
+        '--accel',
+        'tcg',
+        '--data-disk',
+        disk,
+        '--out',
+        out,
+      ]);
+      expect(r.status).toBe(1);
+      expect(r.stdout).toMatch(/FAIL\s+data-disk\.var-lib-docker/);
+      expect(r.stdout).toMatch(/FAIL\s+docker\.info: docker info failed: docker\.service is/);
+      expect(qemuWith(out)).toBe('');
+    },
+    15 * 60_000,
+  );
+
+  it(
+    'a root filesystem that cannot mount is an infrastructure failure with the serial tail',
+    async () => {
+      const rootfs = join(work, 'garbage.squashfs');
+      writeFileSync(rootfs, Buffer.alloc(8 * 1024 * 1024, 0x5a));
+      const out = join(work, 'panic');
+      const r = await runCliAsync([
+        'smoke',
+        '--kernel',
+        image.kernel,
+        '--rootfs',
+        rootfs,
+        '--accel',
+        'tcg',
+        '--out',
+        out,
+        '--timeout',
+        '180',
+      ]);
+      expect(r.status).toBe(3);
+      expect(r.stderr).toMatch(
+        /^error: QEMU exited \(status \d+\) before systemd started: the guest kernel panicked/m,
+      );
+      expect(r.stderr).toMatch(/serial log tail:[\s\S]*(Unable to mount root fs|VFS)/);
+      expect(qemuWith(out)).toBe('');
+    },
+    10 * 60_000,
+  );
+
+  it(
+    'a timeout is an infrastructure failure and kills QEMU',
+    async () => {
+      const out = join(work, 'timeout');
+      const r = await runCliAsync([
+        'smoke',
+        '--kernel',
+        image.kernel,
+        '--rootfs',
+        image.rootfs,
+        '--accel',
+        'tcg',
+        '--out',
+        out,
+        '--timeout',
+        '10',
+      ]);
+      expect(r.status).toBe(3);
+      expect(r.stderr).toMatch(
+        /^error: (no systemd on the serial console|SSH did not answer).* within 10 s/m,
+      );
+      expect(r.stderr).toMatch(/serial log tail:/);
+      expect(qemuWith(out)).toBe('');
+    },
+    5 * 60_000,
+  );
+});
+
+describe('appliance smoke input errors', () => {
+  it('missing files are one-line errors with exit 2', () => {
+    const r = runCli(['smoke', '--kernel', '/nonexistent/bzImage', '--rootfs', '/nonexistent/rootfs']);
+    expect(r.status).toBe(2);
+    expect(r.stderr.trim()).toBe(
+      'error: kernel /nonexistent/bzImage does not exist or is not a file: pass an existing --kernel',
+    );
+    expect(runCli(['smoke']).stderr).toMatch(
+      /^error: no image to boot: pass --kernel and --rootfs, or --artifacts DIR/,
+    );
+    expect(runCli(['smoke', '--artifacts', tempDir()]).stderr).toMatch(
+      /manifest\.json is missing or not JSON/,
+    );
+  });
+});
