@@ -1,8 +1,9 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { buildrootVersionOf, cachedBuildrootDir } from '../src/buildroot/index.js';
 
 export const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 export const cliPath = join(repoRoot, 'dist', 'bin.js');
@@ -68,4 +69,33 @@ export function runCliAsync(
     });
     child.on('close', (code) => resolvePromise({ status: code ?? -1, stdout, stderr }));
   });
+}
+
+/** The Buildroot 2026.02.3 tree the heavy tiers use, and why a tier must skip without it. */
+export function testBuildroot(tier: string): { dir: string; skip: boolean } {
+  const dir = process.env.APPLIANCE_BUILDROOT ?? cachedBuildrootDir('2026.02.3');
+  const skip = skipReason(
+    tier,
+    buildrootVersionOf(dir) === '2026.02.3'
+      ? undefined
+      : `no Buildroot 2026.02.3 at ${dir} (run 'appliance buildroot fetch' or set APPLIANCE_BUILDROOT)`,
+  );
+  return { dir, skip };
+}
+
+/** A snapshot of a folder's top level (names and modification times), to prove it was not written. */
+export function topLevel(dir: string): string {
+  return readdirSync(dir)
+    .sort()
+    .map((f) => `${f}:${statSync(join(dir, f)).mtimeMs}`)
+    .join(',');
+}
+
+/** Whether a process is still running (a zombie waiting for its reaper counts as gone). */
+export function processRunning(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
 }

@@ -10,7 +10,7 @@ import {
   planBuild,
 } from '../../src/buildroot/index.js';
 import type { BuildSnapshot } from '../../src/buildroot/planner.js';
-import { cliPath, repoRoot, runCli, tempDir } from '../helpers.js';
+import { cliPath, processRunning, repoRoot, runCli, tempDir } from '../helpers.js';
 
 const fakeMake = join(repoRoot, 'test/fixtures/fake-make.sh');
 
@@ -163,20 +163,12 @@ describe('appliance build with a fake make', () => {
     expect(code).toBe(130);
     expect(stderr).toMatch(/run the same 'appliance build' command to resume/);
     await new Promise((r) => setTimeout(r, 300));
-    expect(running(grandchild)).toBe(false);
+    expect(processRunning(grandchild)).toBe(false);
   });
 });
 
 function readIfExists(path: string): string {
   return existsSync(path) ? readFileSync(path, 'utf8') : '';
-}
-
-function running(pid: number): boolean {
-  try {
-    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return false;
-  }
 }
 
 describe('download diagnosis from a real Buildroot log', () => {

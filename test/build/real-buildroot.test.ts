@@ -4,27 +4,13 @@
  * diagnosis naming the package and the URL. Downloads go only to a closed port on 127.0.0.1
  * (--mirror … --mirror-only), so nothing leaves this machine. The Buildroot tree is not written.
  */
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { buildrootVersionOf, cachedBuildrootDir } from '../../src/buildroot/index.js';
-import { runCliAsync, skipReason, tempDir } from '../helpers.js';
+import { runCliAsync, tempDir, testBuildroot, topLevel } from '../helpers.js';
 
-const buildroot = process.env.APPLIANCE_BUILDROOT ?? cachedBuildrootDir('2026.02.3');
-const skip = skipReason(
-  'real Buildroot build tier',
-  buildrootVersionOf(buildroot) === '2026.02.3'
-    ? undefined
-    : `no Buildroot 2026.02.3 at ${buildroot} (run 'appliance buildroot fetch')`,
-);
-
-function topLevel(dir: string): string {
-  return readdirSync(dir)
-    .sort()
-    .map((f) => `${f}:${statSync(join(dir, f)).mtimeMs}`)
-    .join(',');
-}
+const { dir: buildroot, skip } = testBuildroot('real Buildroot build tier');
 
 async function closedPort(): Promise<number> {
   const server = createServer();

@@ -2,30 +2,16 @@
  * Buildroot tier: `appliance check` against a real Buildroot 2026.02.3 tree (from
  * `appliance buildroot fetch`, APPLIANCE_BUILDROOT, or the cache), offline.
  */
-import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { buildrootVersionOf, cachedBuildrootDir, checkPackages } from '../../src/buildroot/index.js';
+import { checkPackages } from '../../src/buildroot/index.js';
 import { verifyUnits } from '../../src/check/index.js';
 import { loadAppliance } from '../../src/config/index.js';
 import { buildTree, overlayDir, writeTree } from '../../src/render/index.js';
-import { runCli, skipReason, tempDir } from '../helpers.js';
+import { runCli, tempDir, testBuildroot, topLevel } from '../helpers.js';
 
-const buildroot = process.env.APPLIANCE_BUILDROOT ?? cachedBuildrootDir('2026.02.3');
-const skip = skipReason(
-  'Buildroot tier',
-  buildrootVersionOf(buildroot) === '2026.02.3'
-    ? undefined
-    : `no Buildroot 2026.02.3 at ${buildroot} (run 'appliance buildroot fetch')`,
-);
-
-/** A snapshot of the Buildroot tree's top level, to prove checks never write into it. */
-function topLevel(dir: string): string {
-  return readdirSync(dir)
-    .sort()
-    .map((f) => `${f}:${statSync(join(dir, f)).mtimeMs}`)
-    .join(',');
-}
+const { dir: buildroot, skip } = testBuildroot('Buildroot tier');
 
 describe.skipIf(skip)('appliance check with Buildroot 2026.02.3', () => {
   it('passes for the default appliance on both arches and leaves the Buildroot tree untouched', () => {

@@ -5,7 +5,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
@@ -19,7 +19,7 @@ import {
   type ShowInfoEntry,
   sbomFromShowInfo,
 } from '../../src/buildroot/sbom.js';
-import { repoRoot, skipReason, tempDir } from '../helpers.js';
+import { repoRoot, skipReason, tempDir, topLevel } from '../helpers.js';
 
 // ---------------------------------------------------------------------------------------------
 // Offline validator: the official schemas shipped by @cyclonedx/cyclonedx-library.
@@ -386,14 +386,6 @@ const skip = skipReason(
     ? undefined
     : `no Buildroot 2026.02.3 at ${buildroot} (run 'appliance buildroot fetch' or set APPLIANCE_BUILDROOT)`,
 );
-
-/** A snapshot of the Buildroot tree's top level, to prove show-info never writes into it. */
-function topLevel(dir: string): string {
-  return readdirSync(dir)
-    .sort()
-    .map((f) => `${f}:${statSync(join(dir, f)).mtimeMs}`)
-    .join(',');
-}
 
 describe.skipIf(skip)('SBOM of the x86_64 appliance from Buildroot 2026.02.3 show-info', () => {
   let out = '';

@@ -1,17 +1,8 @@
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import type { ApplianceError } from '../../src/errors.js';
 import { runCommand } from '../../src/run/index.js';
-
-/** Running (a zombie waiting for its reaper counts as gone). */
-function alive(pid: number): boolean {
-  try {
-    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return false;
-  }
-}
+import { processRunning } from '../helpers.js';
 
 describe('runCommand', () => {
   it('turns a missing tool into a one-line error with the apt package', async () => {
@@ -44,7 +35,7 @@ describe('runCommand', () => {
     await new Promise((r) => setTimeout(r, 300));
     const grandchild = Number(error?.details?.trim());
     expect(grandchild).toBeGreaterThan(1);
-    expect(alive(grandchild)).toBe(false);
+    expect(processRunning(grandchild)).toBe(false);
     // "[a]ppliance…" keeps pgrep from matching its own shell.
     const left = execFileSync('sh', ['-c', `pgrep -f '[${marker[0]}]${marker.slice(1)}' || true`], {
       encoding: 'utf8',
@@ -56,6 +47,6 @@ describe('runCommand', () => {
     const lines: string[] = [];
     await runCommand('sh', ['-c', 'echo one; echo two'], { onLine: (l) => lines.push(l) });
     expect(lines).toEqual(['one', 'two']);
-    expect(alive(process.pid)).toBe(true);
+    expect(processRunning(process.pid)).toBe(true);
   });
 });
