@@ -1,8 +1,9 @@
 /** `appliance doctor`: what this host can do (build, check, boot, libvirt) and how to fix what it cannot. */
-import { existsSync, statfsSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { existsSync, readdirSync, statfsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { buildrootVersionOf, cachedBuildrootDir, pythonWith } from '../buildroot/index.js';
 import type { ApplianceConfig } from '../config/index.js';
+import { cacheDir } from '../paths.js';
 import { probeKvm, qemuBinary } from '../qemu/index.js';
 import { hasTool, runCommand } from '../run/index.js';
 
@@ -140,7 +141,11 @@ export async function runDoctor(config: ApplianceConfig, options: DoctorOptions 
   );
   findings.push(qemuFinding);
   if (qemuFinding.status === 'ok') {
-    const probe = await probeKvm(config.arch, options.probeKernel, options.probeSeconds ?? 10);
+    const probe = await probeKvm(
+      config.arch,
+      options.probeKernel ?? (config.arch === 'x86_64' ? cachedKernel() : undefined),
+      options.probeSeconds ?? 10,
+    );
     const kvm: Finding =
       probe.result === 'works'
         ? {
@@ -194,6 +199,22 @@ export async function runDoctor(config: ApplianceConfig, options: DoctorOptions 
   }
   findings.push(await tool('libvirt', 'virt-xml-validate', 'libvirt-clients', 'validates the emitted XML'));
   return findings;
+}
+
+/** A kernel this project already has on disk (stand-in or libvirt-tier guest) to probe KVM with. */
+function cachedKernel(): string | undefined {
+  for (const [sub, name] of [
+    ['standin', 'bzImage'],
+    ['tiny-guest', 'vmlinuz'],
+  ] as const) {
+    const dir = join(cacheDir(), sub);
+    if (!existsSync(dir)) continue;
+    for (const entry of readdirSync(dir).sort()) {
+      const candidate = join(dir, entry, name);
+      if (existsSync(candidate)) return candidate;
+    }
+  }
+  return undefined;
 }
 
 export function formatFindings(findings: Finding[]): string {
