@@ -31,7 +31,7 @@ const skip = skipReason('smoke tier', prerequisite());
 
 /** QEMU processes whose command line mentions `marker`. */
 function qemuWith(marker: string): string {
-  return spawnSync('sh', ['-c', `pgrep -af qemu-system | grep -F -- '${marker}' || true`], {
+  return spawnSync('sh', ['-c', `pgrep -a qemu-system | grep -F -- '${marker}' || true`], {
     encoding: 'utf8',
   }).stdout.trim();
 }
