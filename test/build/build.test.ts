@@ -171,6 +171,28 @@ function readIfExists(path: string): string {
   return existsSync(path) ? readFileSync(path, 'utf8') : '';
 }
 
+describe('appliance source with a fake make', () => {
+  it('reports every package that could not be downloaded', () => {
+    const dl = join(tempDir(), 'dl');
+    const r = runCli(['source', '--buildroot', fakeBuildroot(), '--dl-dir', dl], {
+      env: { APPLIANCE_MAKE: fakeMake, FAKE_FAIL_SOURCES: 'host-lz4 docker-engine' },
+    });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(
+      /^error: 2 package\(s\) could not be downloaded: host-lz4 1\.10\.0, docker-engine 28\.3\.3/m,
+    );
+    expect(r.stderr).toContain(join(dl, 'appliance-source.log'));
+  });
+  it('says where the sources are when all downloads worked', () => {
+    const dl = join(tempDir(), 'dl');
+    const r = runCli(['source', '--buildroot', fakeBuildroot(), '--dl-dir', dl], {
+      env: { APPLIANCE_MAKE: fakeMake },
+    });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toContain(`every source is in ${dl}`);
+  });
+});
+
 describe('download diagnosis from a real Buildroot log', () => {
   it('names the package, the step and every URL tried', () => {
     const log = [
