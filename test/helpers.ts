@@ -99,3 +99,33 @@ export function processRunning(pid: number): boolean {
     return false;
   }
 }
+
+/**
+ * Run a command without blocking the event loop (vitest's worker must keep answering its
+ * runner; a synchronous call of a minute makes it report an error). Rejects on a non-zero exit.
+ */
+export function execAsync(
+  file: string,
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; input?: string } = {},
+): Promise<string> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(file, args, { env: options.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => {
+      stdout += String(d);
+    });
+    child.stderr.on('data', (d) => {
+      stderr += String(d);
+      if (process.env.APPLIANCE_TEST_VERBOSE) process.stderr.write(d);
+    });
+    child.on('error', reject);
+    child.on('close', (code) =>
+      code === 0
+        ? resolvePromise(stdout)
+        : reject(new Error(`${file} ${args.join(' ')} exited ${code}: ${stderr.slice(-2000)}`)),
+    );
+    child.stdin.end(options.input ?? '');
+  });
+}

@@ -3,9 +3,9 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { runCli, tempDir } from '../helpers.js';
+import { execAsync, runCli, tempDir } from '../helpers.js';
 
-const sha = (path: string) => execFileSync('sha256sum', [path], { encoding: 'utf8' }).split(' ')[0];
+const sha = async (path: string) => (await execAsync('sha256sum', [path])).split(' ')[0];
 
 describe('appliance disk create', () => {
   const dir = tempDir();
@@ -33,8 +33,8 @@ describe('appliance disk create', () => {
     [['--label', 'other']],
     [['--size', '4G', '--label', 'docker-data']],
     [['--config', 'appliance.yaml']],
-  ])('a second create with %j fails and leaves the image byte-identical', (flags) => {
-    const before = sha(image);
+  ])('a second create with %j fails and leaves the image byte-identical', async (flags) => {
+    const before = await sha(image);
     const mtime = statSync(image).mtimeMs;
     const r = runCli(['disk', 'create', image, ...flags]);
     expect(r.status).toBe(2);
@@ -42,7 +42,7 @@ describe('appliance disk create', () => {
       /^error: .*data\.img already exists \(a file of 2G\); appliance never overwrites a data disk/,
     );
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
-    expect(sha(image)).toBe(before);
+    expect(await sha(image)).toBe(before);
     expect(statSync(image).mtimeMs).toBe(mtime);
     expect(readdirSync(dir)).toEqual(['data.img']);
   });

@@ -10,7 +10,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { commandExists, repoRoot, runCliAsync, skipReason, tempDir } from '../helpers.js';
+import { commandExists, execAsync, repoRoot, runCliAsync, skipReason, tempDir } from '../helpers.js';
 
 const uri = 'qemu:///system';
 const tag = `ratest${process.pid}`;
@@ -52,11 +52,9 @@ function ensureLibvirtd(): void {
   throw new Error('libvirtd did not come up');
 }
 
-function guest(): { kernel: string; initrd: string; rootfs: string } {
-  const out = execFileSync('bash', [join(repoRoot, 'test/fixtures/tiny-guest.sh')], {
-    encoding: 'utf8',
+async function guest(): Promise<{ kernel: string; initrd: string; rootfs: string }> {
+  const out = await execAsync('bash', [join(repoRoot, 'test/fixtures/tiny-guest.sh')], {
     env: { ...process.env, PATH: `${process.env.PATH}:/usr/sbin:/sbin` },
-    timeout: 600_000,
   });
   const get = (k: string) => new RegExp(`^${k}=(.*)$`, 'm').exec(out)?.[1] ?? '';
   return { kernel: get('kernel'), initrd: get('initrd'), rootfs: get('rootfs') };
@@ -79,9 +77,9 @@ describe.skipIf(skip)('libvirt tier', () => {
   let g: { kernel: string; initrd: string; rootfs: string };
   const defined: string[] = [];
 
-  beforeAll(() => {
+  beforeAll(async () => {
     ensureLibvirtd();
-    g = guest();
+    g = await guest();
     work = tempDir('appliance-libvirt-');
     const netXml = join(work, 'net.xml');
     // No <forward>: an isolated network that never reaches the host's LAN.
@@ -187,7 +185,7 @@ describe.skipIf(skip)('libvirt tier', () => {
     const name = `${tag}-f`;
     const cfg = join(work, `${name}.yaml`);
     const dataPath = virsh(['vol-path', '--pool', pool, `${name}-data`]).trim();
-    const dataSum = execFileSync('sha256sum', [dataPath], { encoding: 'utf8' }).split(' ')[0];
+    const dataSum = (await execAsync('sha256sum', [dataPath])).split(' ')[0];
     const oldRootfs = virsh(['vol-list', '--pool', pool])
       .split('\n')
       .find((l) => l.includes(`${name}-rootfs-`))
@@ -230,7 +228,7 @@ describe.skipIf(skip)('libvirt tier', () => {
         ?.trim()
         .split(/\s+/)[1] ?? '';
     expect(virsh(['dumpxml', name])).toContain(`<source file='${newRootfs}'`);
-    expect(execFileSync('sha256sum', [dataPath], { encoding: 'utf8' }).split(' ')[0]).toBe(dataSum);
+    expect((await execAsync('sha256sum', [dataPath])).split(' ')[0]).toBe(dataSum);
     expect(
       JSON.parse((await runCliAsync(['vm', 'status', '--config', cfg, '--connect', uri, '--json'])).stdout)
         .state,

@@ -8,7 +8,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { commandExists, repoRoot, runCli, runCliAsync, skipReason, tempDir } from '../helpers.js';
+import { commandExists, execAsync, repoRoot, runCli, runCliAsync, skipReason, tempDir } from '../helpers.js';
 
 function prerequisite(): string | undefined {
   if (process.env.APPLIANCE_SKIP_SMOKE_TIER) return 'APPLIANCE_SKIP_SMOKE_TIER is set';
@@ -39,12 +39,8 @@ function qemuWith(marker: string): string {
 describe.skipIf(skip)('appliance smoke on the stand-in image (TCG)', () => {
   let image: { kernel: string; rootfs: string };
   let work: string;
-  beforeAll(() => {
-    const out = execFileSync('bash', [join(repoRoot, 'test/fixtures/standin/build-standin.sh')], {
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'inherit'],
-      timeout: 40 * 60_000,
-    });
+  beforeAll(async () => {
+    const out = await execAsync('bash', [join(repoRoot, 'test/fixtures/standin/build-standin.sh')]);
     image = JSON.parse(out.trim().split('\n').pop() ?? '{}');
     work = tempDir('appliance-smoke-test-');
   }, 40 * 60_000);
@@ -100,7 +96,7 @@ describe.skipIf(skip)('appliance smoke on the stand-in image (TCG)', () => {
     async () => {
       const disk = join(work, 'data.img');
       expect(runCli(['disk', 'create', disk, '--size', '4G']).status).toBe(0);
-      const before = execFileSync('sha256sum', [disk], { encoding: 'utf8' }).split(' ')[0];
+      const before = (await execAsync('sha256sum', [disk])).split(' ')[0];
       const out = join(work, 'disk');
       const r = await runCliAsync([
         'smoke',
@@ -116,7 +112,7 @@ describe.skipIf(skip)('appliance smoke on the stand-in image (TCG)', () => {
         out,
       ]);
       expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(0);
-      expect(execFileSync('sha256sum', [disk], { encoding: 'utf8' }).split(' ')[0]).toBe(before);
+      expect((await execAsync('sha256sum', [disk])).split(' ')[0]).toBe(before);
     },
     15 * 60_000,
   );
@@ -125,7 +121,7 @@ describe.skipIf(skip)('appliance smoke on the stand-in image (TCG)', () => {
     'a unit that fails fails boot.multi-user, naming the unit',
     async () => {
       const root = join(work, 'broken-root');
-      execFileSync('unsquashfs', ['-q', '-n', '-d', root, image.rootfs]);
+      await execAsync('unsquashfs', ['-q', '-n', '-d', root, image.rootfs]);
       writeFileSync(
         join(root, 'etc/systemd/system/smoke-broken.service'),
         '[Unit]\nDescription=Broken on purpose\n[Service]\nType=oneshot\nExecStart=/bin/false\n[Install]\nWantedBy=multi-user.target\n',
@@ -137,7 +133,7 @@ describe.skipIf(skip)('appliance smoke on the stand-in image (TCG)', () => {
         join(root, 'etc/systemd/system/multi-user.target.wants/smoke-broken.service'),
       ]);
       const rootfs = join(work, 'broken.squashfs');
-      execFileSync('mksquashfs', [
+      await execAsync('mksquashfs', [
         root,
         rootfs,
         '-quiet',
@@ -147,7 +143,7 @@ describe.skipIf(skip)('appliance smoke on the stand-in image (TCG)', () => {
         '-Xcompression-level',
         '3',
       ]);
-      execFileSync('rm', ['-rf', root]);
+      await execAsync('rm', ['-rf', root]);
       const out = join(work, 'unit');
       const r = await runCliAsync([
         'smoke',
