@@ -584,6 +584,10 @@ program
     '--image-tar <file>',
     'rootfs tarball imported as the test container image (default: made from a static busybox)',
   )
+  .option(
+    '--hold <seconds>',
+    "keep the VM idle this long after the checks and record QEMU's memory in the timeline",
+  )
   .addOption(archOption())
   .action(
     async (o: {
@@ -599,6 +603,7 @@ program
       out: string;
       imageTar?: string;
       arch?: Arch;
+      hold?: string;
     }) => {
       const config = loadAppliance(o.config);
       let { kernel, rootfs } = o;
@@ -638,6 +643,7 @@ program
         outDir: o.out,
         imageTar: o.imageTar,
         arch: o.arch,
+        holdSeconds: o.hold === undefined ? undefined : holdSeconds(o.hold),
       });
       process.stdout.write(readFileSync(report.files.summary, 'utf8'));
       if (!report.passed) {
@@ -652,6 +658,14 @@ program
       }
     },
   );
+
+function holdSeconds(text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 0 || n > 3600) {
+    throw new ApplianceError(`--hold ${JSON.stringify(text)} is not a number of seconds from 0 to 3600`);
+  }
+  return n;
+}
 
 export async function main(argv: string[]): Promise<number> {
   installSignalHandlers();

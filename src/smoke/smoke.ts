@@ -437,9 +437,16 @@ export async function runSmoke(config: ApplianceConfig, o: SmokeOptions): Promis
       'systemd-analyze; systemd-analyze blame --no-pager | head -n 15',
       60_000,
     );
+    let memory: { qemuRssKiB: number; guestMemoryKiB: number; idleSeconds: number } | undefined;
+    if (o.holdSeconds && vm.pid) {
+      await new Promise((r) => setTimeout(r, (o.holdSeconds ?? 0) * 1000));
+      const rss = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${vm.pid}/status`, 'utf8'))?.[1]);
+      const guestMemoryKiB = Math.max(1024, Math.floor(config.memoryBytes / 1024 ** 2)) * 1024;
+      memory = { qemuRssKiB: rss, guestMemoryKiB, idleSeconds: o.holdSeconds };
+    }
     writeFileSync(
       files.timeline,
-      `${JSON.stringify({ accel, milestones, systemdAnalyze: analyze.stdout.trim() }, null, 2)}\n`,
+      `${JSON.stringify({ accel, milestones, ...memory, systemdAnalyze: analyze.stdout.trim() }, null, 2)}\n`,
     );
     await exec(client, 'systemctl poweroff', 10_000);
     client.end();
