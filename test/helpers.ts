@@ -48,16 +48,17 @@ export function commandExists(cmd: string): boolean {
   }
 }
 
-/** Like runCli, without blocking the event loop (for commands that take minutes). */
-export function runCliAsync(
+/** Run a command and collect its output without blocking the event loop. */
+function spawnCollect(
+  file: string,
   args: string[],
-  options: { env?: Record<string, string> } = {},
+  options: { env?: NodeJS.ProcessEnv; cwd?: string; input?: string } = {},
 ): Promise<CliResult> {
-  return new Promise((resolvePromise) => {
-    const child = spawn(process.execPath, [cliPath, ...args], {
-      cwd: repoRoot,
-      env: { ...process.env, ...options.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(file, args, {
+      cwd: options.cwd,
+      env: options.env ?? process.env,
+      stdio: ['pipe', 'pipe', 'pipe'],
     });
     let stdout = '';
     let stderr = '';
@@ -66,8 +67,22 @@ export function runCliAsync(
     });
     child.stderr.on('data', (d) => {
       stderr += String(d);
+      if (process.env.APPLIANCE_TEST_VERBOSE) process.stderr.write(d);
     });
+    child.on('error', reject);
     child.on('close', (code) => resolvePromise({ status: code ?? -1, stdout, stderr }));
+    child.stdin.end(options.input ?? '');
+  });
+}
+
+/** Like runCli, without blocking the event loop (for commands that take minutes). */
+export function runCliAsync(
+  args: string[],
+  options: { env?: Record<string, string> } = {},
+): Promise<CliResult> {
+  return spawnCollect(process.execPath, [cliPath, ...args], {
+    cwd: repoRoot,
+    env: { ...process.env, ...options.env },
   });
 }
 
@@ -104,28 +119,13 @@ export function processRunning(pid: number): boolean {
  * Run a command without blocking the event loop (vitest's worker must keep answering its
  * runner; a synchronous call of a minute makes it report an error). Rejects on a non-zero exit.
  */
-export function execAsync(
+export async function execAsync(
   file: string,
   args: string[],
   options: { env?: NodeJS.ProcessEnv; input?: string } = {},
 ): Promise<string> {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(file, args, { env: options.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => {
-      stdout += String(d);
-    });
-    child.stderr.on('data', (d) => {
-      stderr += String(d);
-      if (process.env.APPLIANCE_TEST_VERBOSE) process.stderr.write(d);
-    });
-    child.on('error', reject);
-    child.on('close', (code) =>
-      code === 0
-        ? resolvePromise(stdout)
-        : reject(new Error(`${file} ${args.join(' ')} exited ${code}: ${stderr.slice(-2000)}`)),
-    );
-    child.stdin.end(options.input ?? '');
-  });
+  const r = await spawnCollect(file, args, options);
+  if (r.status !== 0)
+    throw new Error(`${file} ${args.join(' ')} exited ${r.status}: ${r.stderr.slice(-2000)}`);
+  return r.stdout;
 }
