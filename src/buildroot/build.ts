@@ -95,7 +95,7 @@ export interface ArtifactManifest {
 }
 
 /** Extra defconfig lines for build-time choices that are not part of the appliance itself. */
-function buildExtras(o: BuildOptions, dlDir: string): string[] {
+function buildExtras(o: BuildOptions): string[] {
   const lines: string[] = [];
   if (o.ccache) lines.push('BR2_CCACHE=y', `BR2_CCACHE_DIR="${join(cacheDir(), 'ccache')}"`);
   if (o.mirror) {
@@ -109,7 +109,6 @@ function buildExtras(o: BuildOptions, dlDir: string): string[] {
   } else if (o.mirrorOnly) {
     throw new ApplianceError('--mirror-only needs --mirror', { hint: 'pass --mirror URL' });
   }
-  void dlDir;
   return lines;
 }
 
@@ -141,7 +140,7 @@ export async function build(config: ApplianceConfig, o: BuildOptions = {}): Prom
   const tree = renderTree(config);
   writeTree(layout.external, tree);
   const treeDefconfig = readFileSync(join(layout.external, 'configs', defconfigName(config, arch)), 'utf8');
-  const defconfigText = `${treeDefconfig}${buildExtras(o, dlDir)
+  const defconfigText = `${treeDefconfig}${buildExtras(o)
     .map((l) => `${l}\n`)
     .join('')}`;
   writeFileSync(layout.defconfig, defconfigText);
@@ -285,7 +284,7 @@ export async function build(config: ApplianceConfig, o: BuildOptions = {}): Prom
     });
   }
   tracker.finish();
-  const manifest = await gatherArtifacts(config, arch, layout, next, buildroot);
+  const manifest = await gatherArtifacts(config, arch, layout, next);
   writeFileSync(layout.state, `${JSON.stringify({ snapshot: next, built: true }, null, 2)}\n`);
   if (o.json)
     process.stdout.write(
@@ -299,7 +298,6 @@ async function gatherArtifacts(
   arch: Arch,
   layout: BuildLayout,
   snapshot: BuildSnapshot,
-  buildroot: string,
 ): Promise<ArtifactManifest> {
   const images = join(layout.build, 'images');
   const wanted = [arch === 'x86_64' ? 'bzImage' : 'Image', 'rootfs.squashfs'];
@@ -329,7 +327,6 @@ async function gatherArtifacts(
     buildrootVersion: config.buildroot.version,
     files,
   };
-  void buildroot;
   writeFileSync(join(staging, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
   rmSync(layout.artifacts, { recursive: true, force: true });
   renameSync(staging, layout.artifacts);
@@ -380,7 +377,7 @@ async function withScratchConfig<T>(
     const external = join(work, 'external');
     writeTree(external, renderTree(config));
     const defconfig = join(work, 'defconfig');
-    const extras = buildExtras(o, dlDir).map((l) => `${l}\n`);
+    const extras = buildExtras(o).map((l) => `${l}\n`);
     writeFileSync(
       defconfig,
       `${readFileSync(join(external, 'configs', defconfigName(config, arch)), 'utf8')}${extras.join('')}`,

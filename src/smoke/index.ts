@@ -1,2 +1,2 @@
 export { junitXml, type TestCase } from './junit.js';
-export { runSmoke, type SmokeOptions, type SmokeReport } from './smoke.js';
+export { freePort, runSmoke, type SmokeOptions, type SmokeReport } from './smoke.js';

@@ -62,7 +62,8 @@ const milestonePatterns: [string, RegExp][] = [
   ['systemd', /systemd\[1\]: |systemd \d+ running in system mode|Welcome to /],
 ];
 
-async function freePort(): Promise<number> {
+/** A TCP port on 127.0.0.1 that nothing listens on at the moment of the call. */
+export async function freePort(): Promise<number> {
   const server = createServer();
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as { port: number }).port;
@@ -321,7 +322,7 @@ export async function runSmoke(config: ApplianceConfig, o: SmokeOptions): Promis
       });
       return r;
     };
-    const boot1 = await run(
+    await run(
       'boot.multi-user',
       'systemctl is-system-running --wait; systemctl --failed --plain --no-legend --no-pager',
       (r) => {
@@ -341,7 +342,6 @@ export async function runSmoke(config: ApplianceConfig, o: SmokeOptions): Promis
       remaining(),
     );
     milestones['multi-user'] = (Date.now() - boot) / 1000;
-    void boot1;
     await run('rootfs.read-only-squashfs', 'findmnt -n -o FSTYPE,OPTIONS /', (r) => {
       const [fstype, options] = r.stdout.trim().split(/\s+/);
       return fstype === 'squashfs' && (options ?? '').split(',').includes('ro')

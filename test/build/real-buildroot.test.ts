@@ -5,26 +5,18 @@
  * (--mirror … --mirror-only), so nothing leaves this machine. The Buildroot tree is not written.
  */
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { freePort } from '../../src/smoke/index.js';
 import { runCliAsync, tempDir, testBuildroot, topLevel } from '../helpers.js';
 
 const { dir: buildroot, skip } = testBuildroot('real Buildroot build tier');
-
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as { port: number }).port;
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
-}
 
 describe.skipIf(skip)('appliance build with Buildroot 2026.02.3, offline', () => {
   it('configures, passes the check, starts and fails at the first download naming the package and URL', async () => {
     const before = topLevel(buildroot);
     const out = join(tempDir(), 'out');
-    const mirror = `http://127.0.0.1:${await closedPort()}/mirror`;
+    const mirror = `http://127.0.0.1:${await freePort()}/mirror`;
     const r = await runCliAsync([
       'build',
       '--buildroot',
