@@ -31,7 +31,7 @@ import { diagnoseBuildLog } from './diagnose.js';
 import { locateBuildroot } from './locate.js';
 import { type BuildPlan, type BuildSnapshot, packageSymbols, planBuild, snapshotConfig } from './planner.js';
 import { formatProgress, type ProgressEvent, ProgressTracker, parseProgressLine } from './progress.js';
-import { type ShowInfoEntry, sbomFromShowInfo } from './sbom.js';
+import { configSha256, type ShowInfoEntry, sbomFromShowInfo } from './sbom.js';
 
 export interface BuildOptions {
   arch?: Arch;
@@ -323,7 +323,7 @@ async function gatherArtifacts(
   const manifest: ArtifactManifest = {
     appliance: config.name,
     arch,
-    configSha256: createHash('sha256').update(JSON.stringify(snapshot.config)).digest('hex'),
+    configSha256: configSha256(snapshot.config),
     buildrootVersion: config.buildroot.version,
     files,
   };
@@ -427,9 +427,7 @@ export async function generateSbom(
           applianceName: config.name,
           arch,
           buildrootVersion: config.buildroot.version,
-          configSha256: createHash('sha256')
-            .update(JSON.stringify(snapshotConfig(dotConfig)))
-            .digest('hex'),
+          configSha256: configSha256(dotConfig),
         },
         { includeHost: o.includeHost },
       );

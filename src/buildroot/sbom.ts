@@ -18,13 +18,62 @@
  * - dependencies: Buildroot's dependency edges restricted to included components; skipped
  *   virtual packages (toolchain, skeleton, openssl, udev...) are looked through to what provides them.
  *   The appliance (metadata.component) depends on every target component.
- * - Deterministic: no timestamp unless given, sorted components, and a serialNumber that is a
- *   UUID v5 of the SHA-256 of the rest of the document, so equal input gives byte-identical output.
+ * - Deterministic: no timestamp unless given, sorted components, a config-sha256 of the
+ *   configuration's canonical form (see {@link canonicalConfig}: no scratch paths), and a
+ *   serialNumber that is a UUID v5 of the SHA-256 of the rest of the document, so equal input
+ *   gives byte-identical output, in any process, on any machine.
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../paths.js';
+import { parseKconfigValues } from './check.js';
+
+/**
+ * Symbols that say where files sit on the machine that ran `make defconfig`, not what the image
+ * is made of: the defconfig's path, each br2-external tree's path (`sbom` writes both into a fresh
+ * scratch folder every run) and its `git describe` (empty in a scratch folder, "-g<sha>-dirty" in
+ * a checkout), and the download and ccache folders.
+ */
+const LOCATION_SYMBOLS = [
+  /^BR2_DEFCONFIG$/,
+  /^BR2_EXTERNAL_\w+_(PATH|VERSION)$/,
+  /^BR2_DL_DIR$/,
+  /^BR2_CCACHE_DIR$/,
+];
+
+/**
+ * The canonical form of a resolved Buildroot `.config`, the input of config-sha256: one
+ * `SYMBOL=value` line per symbol (`n` for "is not set"), sorted by symbol, comments dropped,
+ * {@link LOCATION_SYMBOLS} dropped, and any other value that names a br2-external tree's path
+ * written as `$(BR2_EXTERNAL_<NAME>_PATH)`. Two configurations that build the same image from
+ * the same Buildroot have the same canonical form, wherever their files were written.
+ */
+export function canonicalConfig(config: string | Record<string, string>): string {
+  const values = typeof config === 'string' ? parseKconfigValues(config) : new Map(Object.entries(config));
+  const externals = [...values]
+    .filter(([symbol]) => /^BR2_EXTERNAL_\w+_PATH$/.test(symbol))
+    .map(([symbol, v]) => [/^"(.+)"$/.exec(v)?.[1] ?? '', `$(${symbol})`] as const)
+    .filter(([path]) => path.length > 1)
+    .sort((a, b) => b[0].length - a[0].length);
+  return [...values]
+    .filter(([symbol]) => !LOCATION_SYMBOLS.some((re) => re.test(symbol)))
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([symbol, v]) => {
+      let value = v;
+      for (const [path, ref] of externals) value = value.split(path).join(ref);
+      return `${symbol}=${value}\n`;
+    })
+    .join('');
+}
+
+/**
+ * config-sha256 of an SBOM and of a build's manifest: the SHA-256 of {@link canonicalConfig}
+ * (of a `.config` text, or of its symbol → value record).
+ */
+export function configSha256(config: string | Record<string, string>): string {
+  return createHash('sha256').update(canonicalConfig(config)).digest('hex');
+}
 
 /** One download of a package: the file name and the URIs Buildroot tries, in order. */
 export interface ShowInfoDownload {

@@ -4,7 +4,6 @@
  * against the official CycloneDX 1.6 JSON schema, offline.
  */
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -13,13 +12,17 @@ import ajvFormats from 'ajv-formats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildrootVersionOf, cachedBuildrootDir } from '../../src/buildroot/index.js';
 import {
+  canonicalConfig,
+  configSha256,
   embeddedSpdxIds,
   mapBuildrootLicenses,
   type SbomMeta,
   type ShowInfoEntry,
   sbomFromShowInfo,
 } from '../../src/buildroot/sbom.js';
-import { repoRoot, skipReason, tempDir, topLevel } from '../helpers.js';
+import { loadAppliance } from '../../src/config/index.js';
+import { externalPackages } from '../../src/render/packages.js';
+import { repoRoot, runCliAsync, skipReason, tempDir, topLevel } from '../helpers.js';
 
 // ---------------------------------------------------------------------------------------------
 // Offline validator: the official schemas shipped by @cyclonedx/cyclonedx-library.
@@ -329,6 +332,57 @@ describe('sbomFromShowInfo (hand-written show-info)', () => {
   });
 });
 
+describe('canonicalConfig (the input of config-sha256)', () => {
+  // Two .config files as `make defconfig` writes them from the same defconfig, once per scratch folder.
+  const dotConfig = (scratch: string, extra = ''): string =>
+    [
+      '#',
+      '# Automatically generated file; DO NOT EDIT.',
+      '#',
+      `BR2_EXTERNAL_RUNNER_APPLIANCE_PATH="${scratch}/external"`,
+      `BR2_EXTERNAL_RUNNER_APPLIANCE_VERSION="${scratch.endsWith('A') ? '-gdb85c2f-dirty' : ''}"`,
+      'BR2_x86_64=y',
+      `BR2_DEFCONFIG="${scratch}/defconfig"`,
+      '# BR2_PACKAGE_HOST_LINUX_HEADERS_CUSTOM_6_12 is not set',
+      'BR2_PACKAGE_HOST_LINUX_HEADERS_CUSTOM_6_18=y',
+      `BR2_ROOTFS_OVERLAY="${scratch}/external/board/overlay"`,
+      `# runner-appliance: ... (in ${scratch}/external)`,
+      extra,
+    ].join('\n');
+
+  it('is the same wherever the scratch copy was written, and sorted by symbol', () => {
+    const a = dotConfig('/tmp/appliance-scratch-AAAAAA');
+    const b = dotConfig('/var/tmp/appliance-scratch-bbbbbb');
+    expect(canonicalConfig(a)).toBe(canonicalConfig(b));
+    expect(configSha256(a)).toBe(configSha256(b));
+    expect(canonicalConfig(a)).toBe(
+      [
+        'BR2_PACKAGE_HOST_LINUX_HEADERS_CUSTOM_6_12=n',
+        'BR2_PACKAGE_HOST_LINUX_HEADERS_CUSTOM_6_18=y',
+        'BR2_ROOTFS_OVERLAY="$(BR2_EXTERNAL_RUNNER_APPLIANCE_PATH)/board/overlay"',
+        'BR2_x86_64=y',
+        '',
+      ].join('\n'),
+    );
+  });
+
+  it('changes with anything that changes the image, and the text and the record agree', () => {
+    const a = dotConfig('/tmp/x');
+    expect(configSha256(dotConfig('/tmp/x', 'BR2_PACKAGE_HTOP=y'))).not.toBe(configSha256(a));
+    expect(configSha256(a.replace('CUSTOM_6_18=y', 'CUSTOM_6_18=n'))).not.toBe(configSha256(a));
+    expect(
+      configSha256({
+        BR2_EXTERNAL_RUNNER_APPLIANCE_PATH: '"/elsewhere/external"',
+        BR2_DEFCONFIG: '"/elsewhere/defconfig"',
+        BR2_x86_64: 'y',
+        BR2_PACKAGE_HOST_LINUX_HEADERS_CUSTOM_6_12: 'n',
+        BR2_PACKAGE_HOST_LINUX_HEADERS_CUSTOM_6_18: 'y',
+        BR2_ROOTFS_OVERLAY: '"/elsewhere/external/board/overlay"',
+      }),
+    ).toBe(configSha256(a));
+  });
+});
+
 describe('the schema validator', () => {
   const good = sbomFromShowInfo(showInfo, meta);
   const broken = (mutate: (bom: Bom) => void): unknown => {
@@ -380,6 +434,15 @@ describe('the schema validator', () => {
 // Buildroot tier: the real show-info of the x86_64 appliance defconfig.
 
 const buildroot = process.env.APPLIANCE_BUILDROOT ?? cachedBuildrootDir('2026.02.3');
+
+/** `<PREFIX>_VERSION = x` from Buildroot's own package/<pkg>/<pkg>.mk: the version it builds. */
+function buildrootPackageVersion(pkg: string): string {
+  const mk = readFileSync(join(buildroot, 'package', pkg, `${pkg}.mk`), 'utf8');
+  const prefix = pkg.toUpperCase().replaceAll('-', '_');
+  const version = new RegExp(`^${prefix}_VERSION\\s*=\\s*(\\S+)\\s*$`, 'm').exec(mk)?.[1];
+  if (!version) throw new Error(`no ${prefix}_VERSION in package/${pkg}/${pkg}.mk`);
+  return version;
+}
 const skip = skipReason(
   'SBOM tier',
   buildrootVersionOf(buildroot) === '2026.02.3'
@@ -415,9 +478,7 @@ describe.skipIf(skip)('SBOM of the x86_64 appliance from Buildroot 2026.02.3 sho
       applianceName: 'runner-appliance',
       arch: 'x86_64',
       buildrootVersion: buildrootVersionOf(buildroot) ?? 'unknown',
-      configSha256: createHash('sha256')
-        .update(readFileSync(join(out, '.config')))
-        .digest('hex'),
+      configSha256: configSha256(readFileSync(join(out, '.config'), 'utf8')),
     };
   });
 
@@ -430,18 +491,21 @@ describe.skipIf(skip)('SBOM of the x86_64 appliance from Buildroot 2026.02.3 sho
     expect(schemaErrors(doc)).toEqual([]);
     const bom = asBom(doc);
     const versions = Object.fromEntries(bom.components.map((c) => [c.name, c.version]));
+    // The versions the package definitions name: Buildroot's .mk files, our own packages, our config.
+    const kernel = loadAppliance(join(repoRoot, 'appliance.yaml')).kernel.version;
+    const docker = buildrootPackageVersion('docker-engine');
     expect(versions).toMatchObject({
-      'docker-engine': '28.3.3',
-      containerd: '2.0.7',
-      runc: '1.3.5',
-      systemd: '258.7',
-      linux: '6.18.7',
-      docuum: '0.25.1',
-      'gitlab-runner-current': '19.2.2',
+      'docker-engine': docker,
+      containerd: buildrootPackageVersion('containerd'),
+      runc: buildrootPackageVersion('runc'),
+      systemd: buildrootPackageVersion('systemd'),
+      linux: kernel,
+      ...Object.fromEntries(externalPackages.map((p) => [p.name, p.version])),
     });
+    expect(externalPackages.map((p) => p.name)).toEqual(['docuum', 'gitlab-runner-current']);
     expect(byName(bom, 'linux')?.type).toBe('operating-system');
-    expect(byName(bom, 'linux')?.cpe).toMatch(/^cpe:2\.3:o:linux:linux_kernel:6\.18\.7:/);
-    expect(byName(bom, 'docker-engine')?.purl).toBe('pkg:github/moby/moby@v28.3.3');
+    expect(byName(bom, 'linux')?.cpe?.startsWith(`cpe:2.3:o:linux:linux_kernel:${kernel}:`)).toBe(true);
+    expect(byName(bom, 'docker-engine')?.purl).toBe(`pkg:github/moby/moby@v${docker}`);
     expect(bom.components.some((c) => c.name === 'toolchain' || c.name === 'skeleton')).toBe(false);
     expect(bom.components.every((c) => c.scope === 'required')).toBe(true);
     // Deterministic on real data too.
@@ -453,6 +517,30 @@ describe.skipIf(skip)('SBOM of the x86_64 appliance from Buildroot 2026.02.3 sho
     expect(schemaErrors(doc)).toEqual([]);
     expect(asBom(doc).components.some((c) => c.scope === 'excluded' && c.name === 'go-src')).toBe(true);
   });
+
+  it('`appliance sbom` run twice, in two processes, writes byte-identical files', async () => {
+    const run = async (file: string): Promise<string> => {
+      const r = await runCliAsync([
+        'sbom',
+        '-c',
+        join(repoRoot, 'appliance.yaml'),
+        '--buildroot',
+        buildroot,
+        '--out',
+        join(out, file),
+      ]);
+      expect(r.stderr).toBe('');
+      expect(r.status).toBe(0);
+      return readFileSync(join(out, file), 'utf8');
+    };
+    const first = await run('first.json');
+    const second = await run('second.json');
+    expect(second).toBe(first);
+    // The configuration digest is the one of this test's own .config, made from the committed
+    // tree in another folder: it names the configuration, not where it was written.
+    const props = (JSON.parse(first) as Bom).metadata.properties as { name: string; value: string }[];
+    expect(props).toContainEqual({ name: 'runner-appliance:config-sha256', value: realMeta.configSha256 });
+  }, 240_000);
 
   it('left the Buildroot tree untouched', () => {
     expect(topLevel(buildroot)).toBe(before);
