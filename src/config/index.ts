@@ -1,3 +1,4 @@
+export { kernelHeaderSeries, kernelHeadersSymbol, kernelSeries, kernelVersionProblem } from './kernel.js';
 export {
   type ApplianceConfig,
   type Arch,

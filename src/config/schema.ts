@@ -3,6 +3,7 @@
  * README's configuration reference are all derived from this schema.
  */
 import { z } from 'zod';
+import { kernelVersionProblem } from './kernel.js';
 import {
   buildrootSymbolPattern,
   docuumThresholdPattern,
@@ -101,6 +102,10 @@ export const applianceSchema = z
     kernel: z
       .strictObject({
         version: matching(/^\d+\.\d+(\.\d+)?$/, 'a kernel version such as "6.18.7"')
+          .superRefine((text, ctx) => {
+            const problem = /^\d+\.\d+(\.\d+)?$/.test(text) ? kernelVersionProblem(text) : undefined;
+            if (problem) ctx.addIssue({ code: 'custom', message: problem });
+          })
           .default('6.18.7')
           .meta({ description: 'Linux kernel version Buildroot builds.' }),
         fragment: z

@@ -2,7 +2,15 @@
 import { readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import ejs from 'ejs';
-import { type ApplianceConfig, type Arch, arches, defconfigName } from '../config/index.js';
+import {
+  type ApplianceConfig,
+  type Arch,
+  arches,
+  defconfigName,
+  kernelHeadersSymbol,
+  kernelVersionProblem,
+} from '../config/index.js';
+import { ApplianceError } from '../errors.js';
 import { packageRoot } from '../paths.js';
 import { type ExternalPackage, externalPackages } from './packages.js';
 import { readFolder, type Tree } from './tree.js';
@@ -37,6 +45,13 @@ const board: Record<Arch, { arch: string[]; config: string; kernelExtra: string[
 
 const quote = (s: string) => `"${s}"`;
 
+/** The headers series symbol of the kernel Buildroot builds (the schema refuses other series). */
+function kernelHeaders(version: string): string {
+  const symbol = kernelHeadersSymbol(version);
+  if (!symbol) throw new ApplianceError(kernelVersionProblem(version) ?? `kernel.version ${version}`);
+  return symbol;
+}
+
 /** The defconfig's symbols in order: [symbol, value as written after "="] ('n' means "is not set"). */
 export function defconfigSymbols(
   config: ApplianceConfig,
@@ -51,7 +66,7 @@ export function defconfigSymbols(
   const lines: string[] = [
     ...board[arch].arch,
     'BR2_TOOLCHAIN_BUILDROOT_GLIBC=y',
-    'BR2_PACKAGE_HOST_LINUX_HEADERS_CUSTOM_6_18=y',
+    `${kernelHeaders(config.kernel.version)}=y`,
     'BR2_GLOBAL_PATCH_DIR="board/qemu/patches"',
     ...(allPinned ? ['BR2_DOWNLOAD_FORCE_CHECK_HASHES=y'] : []),
     'BR2_INIT_SYSTEMD=y',
