@@ -37,16 +37,39 @@ export interface RunResult {
   timedOut: boolean;
 }
 
-/** Debian package that provides each host tool we call, for "not found" errors. */
-const providers: Record<string, string> = {
+/**
+ * Debian package that provides each host tool we call, for "not found" errors
+ * (test/install/host-tools.test.ts checks it against the calls, dpkg and .ci/run).
+ */
+export const providers: Record<string, string> = {
+  // Buildroot's host requirements (doctor checks them)
   make: 'make',
   gcc: 'gcc',
   'g++': 'g++',
+  patch: 'patch',
+  perl: 'perl',
+  bzip2: 'bzip2',
+  unzip: 'unzip',
   rsync: 'rsync',
+  bc: 'bc',
+  file: 'file',
+  which: 'debianutils',
+  awk: 'gawk',
+  wget: 'wget',
   git: 'git',
   tar: 'tar',
+  gzip: 'gzip',
+  cpio: 'cpio',
+  cmp: 'diffutils',
+  find: 'findutils',
+  xargs: 'findutils',
+  bash: 'bash',
+  sh: 'dash',
+  cp: 'coreutils',
+  timeout: 'coreutils',
   xz: 'xz-utils',
   python3: 'python3',
+  shellcheck: 'shellcheck',
   'qemu-system-x86_64': 'qemu-system-x86',
   'qemu-system-aarch64': 'qemu-system-arm',
   'qemu-img': 'qemu-utils',
@@ -56,11 +79,8 @@ const providers: Record<string, string> = {
   mksquashfs: 'squashfs-tools',
   'mkfs.ext4': 'e2fsprogs',
   dumpe2fs: 'e2fsprogs',
-  debugfs: 'e2fsprogs',
   'systemd-analyze': 'systemd',
   debootstrap: 'debootstrap',
-  wget: 'wget',
-  curl: 'curl',
 };
 
 export function quoteArg(arg: string): string {
