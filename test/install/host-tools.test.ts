@@ -112,7 +112,9 @@ const indirect: Record<string, string[]> = {
   'test/render/determinism.test.ts sh -c: "$0"': ['node'], // exec "$0" "$@" with this Node as $0
   'test/libvirt/libvirt.test.ts daemon': ['virtlogd', 'libvirtd'],
   'test/install/pack.test.ts npm': ['npm'],
-  'test/install/gitlab-ci.test.ts gitlabCiLocal': ['node'],
+  'test/install/pack.test.ts bin': ['node'], // the installed package's appliance
+  // the CI template's smoke job script: appliance (this Node) on PATH
+  'test/install/gitlab-ci.test.ts sh -c line': ['node'],
   // shell fixtures: arrays and variables used as commands
   'test/fixtures/standin/build-standin.sh "$src/scripts/kconfig/merge_config.sh"': ['merge_config.sh'],
   'test/fixtures/standin/build-standin.sh "$repo/test/fixtures/kernel-source.sh"': [],
