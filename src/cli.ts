@@ -27,9 +27,11 @@ import {
   consoleVm,
   type DefineOptions,
   defaultImagePaths,
+  defaultNetworkGateway,
   defineVm,
   destroyVm,
   domainXml,
+  filterGateway,
   libvirtTree,
   nwfilterXml,
   startVm,
@@ -273,7 +275,11 @@ libvirtCmd
   .option('--credential <name=file>', 'systemd credential from a host file (repeatable)', collect, [])
   .option('--network <name>', 'libvirt network', 'default')
   .option('--bridge <name>', 'host bridge instead of a libvirt network')
-  .option('--gateway <ip>', 'gateway whose DHCP/DNS the isolation filter lets through (omit for no filter)')
+  .option(
+    '--gateway <ip>',
+    "DHCP/DNS address the isolation filter lets through (default: vm.gateway, else 192.168.122.1 on libvirt's default network)",
+  )
+  .option('--no-filter', 'do not attach the isolation filter')
   .option('--serial-log <path>', 'serial console log file')
   .option('--cmdline <word>', 'extra kernel command-line word (repeatable)', collect, [])
   .option('-o, --out <file>', 'write to this file')
@@ -290,6 +296,7 @@ libvirtCmd
       network: string;
       bridge?: string;
       gateway?: string;
+      filter: boolean;
       serialLog?: string;
       cmdline: string[];
       out?: string;
@@ -307,7 +314,12 @@ libvirtCmd
         network: opts.bridge
           ? { type: 'bridge', name: opts.bridge }
           : { type: 'network', name: opts.network },
-        gateway: opts.gateway,
+        gateway: filterGateway(config, {
+          filter: opts.filter,
+          gateway: opts.gateway,
+          fallback: !opts.bridge && opts.network === 'default' ? defaultNetworkGateway : undefined,
+          where: opts.bridge ? `the LAN behind bridge ${opts.bridge}` : `network ${opts.network}`,
+        }),
         serialLog: opts.serialLog ?? `/var/log/libvirt/qemu/${config.name}-serial.log`,
         cmdline: opts.cmdline,
       });
@@ -324,12 +336,12 @@ libvirtCmd
   .option('-o, --out <dir>', 'folder', 'libvirt')
   .option(
     '--gateway <ip>',
-    "gateway of the libvirt network (libvirt's default network: 192.168.122.1)",
-    '192.168.122.1',
+    "gateway of the libvirt network (default: vm.gateway, else libvirt's default network's 192.168.122.1)",
   )
-  .action((opts: { config?: string; out: string; gateway: string }) => {
+  .action((opts: { config?: string; out: string; gateway?: string }) => {
     const config = loadAppliance(opts.config);
-    const result = writeTree(opts.out, libvirtTree(config, opts.gateway));
+    const gateway = opts.gateway ?? config.vm.gateway ?? defaultNetworkGateway;
+    const result = writeTree(opts.out, libvirtTree(config, gateway));
     info(
       result.unchanged
         ? `${result.outDir} is up to date`
@@ -366,7 +378,10 @@ const defineLike = (cmd: Command) =>
     )
     .option('--network <name>', 'libvirt network', 'default')
     .option('--bridge <name>', 'host bridge instead of a libvirt network')
-    .option('--gateway <ip>', "the network's DHCP/DNS address (default: read from the network)")
+    .option(
+      '--gateway <ip>',
+      'the DHCP/DNS address the isolation filter lets through (default: vm.gateway, else read from the network; needed with --bridge)',
+    )
     .option('--no-filter', 'do not attach the isolation filter')
     .option('--cmdline <word>', 'extra kernel command-line word (repeatable)', collect, [])
     .addOption(new Option('--accel <accel>', 'accelerator').choices(['auto', 'kvm', 'tcg']).default('auto'));

@@ -2,6 +2,7 @@
  * The one definition of appliance.yaml. Types, validation, appliance.schema.json and the
  * README's configuration reference are all derived from this schema.
  */
+import { isIPv4 } from 'node:net';
 import { z } from 'zod';
 import { kernelVersionProblem } from './kernel.js';
 import {
@@ -243,6 +244,20 @@ export const applianceSchema = z
         balloon: z.boolean().default(true).meta({
           description: 'virtio balloon with free page reporting, so unused memory returns to the host.',
         }),
+        gateway: z
+          .string()
+          .superRefine((text, ctx) => {
+            if (!isIPv4(text))
+              ctx.addIssue({
+                code: 'custom',
+                message: `expected an IPv4 address such as "192.168.122.1", got ${shown(text)}`,
+              });
+          })
+          .optional()
+          .meta({
+            description:
+              "IPv4 address of the VM's DHCP/DNS server (the libvirt network's or the LAN's gateway), the one private address the isolation filter lets the VM reach. Unset: `vm define` reads it from the libvirt network, `libvirt domain`/`render` use libvirt's default network's 192.168.122.1; with `--bridge` it must be given (or `--gateway`).",
+          }),
       })
       .prefault({})
       .meta({ description: 'Virtual machine resources.' }),

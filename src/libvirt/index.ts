@@ -1,4 +1,4 @@
-export { defaultImagePaths, libvirtTree } from './tree.js';
+export { defaultImagePaths, defaultPool, imageVolumes, libvirtTree, poolPath } from './tree.js';
 export {
   type Connection,
   connection,
@@ -18,9 +18,14 @@ export {
   blockedIPv4,
   blockedIPv6,
   type DomainOptions,
+  defaultNetworkGateway,
   domainUuid,
   domainXml,
+  filterGateway,
   filterName,
+  type ImageDigests,
   kernelCmdline,
+  metadataNamespace,
   nwfilterXml,
+  recordedDigests,
 } from './xml.js';

@@ -1,7 +1,43 @@
-/** The libvirt/ folder of a repository: an appliance's XML with the image paths `vm define` uses. */
+/**
+ * Where an appliance's images live on the libvirt host: one naming rule, used by `vm define` for
+ * the volumes it creates and by `libvirt render`/`libvirt domain` for the paths they show, and the
+ * libvirt/ folder of a repository rendered with it.
+ */
 import type { ApplianceConfig } from '../config/index.js';
 import type { Tree } from '../render/index.js';
 import { domainXml, filterName, nwfilterXml } from './xml.js';
+
+export const defaultPool = 'runner-appliance';
+
+/** The folder of a storage pool that `vm define` creates (a `dir` pool). */
+export function poolPath(pool: string): string {
+  return `/var/lib/libvirt/images/${pool}`;
+}
+
+/** The volume names of an appliance's images in its pool. */
+export function imageVolumes(name: string) {
+  return {
+    kernel: `${name}-kernel`,
+    initrd: `${name}-initrd`,
+    rootfs: `${name}-rootfs`,
+    data: `${name}-data`,
+    credential: (credential: string) => `${name}-credential-${credential}`,
+  };
+}
+
+/** The paths of those volumes in a pool created by `vm define`; what the committed libvirt/ XML shows. */
+export function defaultImagePaths(name: string, pool = defaultPool) {
+  const dir = poolPath(pool);
+  const v = imageVolumes(name);
+  return {
+    kernel: `${dir}/${v.kernel}`,
+    initrd: `${dir}/${v.initrd}`,
+    rootfs: `${dir}/${v.rootfs}`,
+    dataDisk: `${dir}/${v.data}`,
+    credential: (credential: string) => `${dir}/${v.credential(credential)}`,
+    dir,
+  };
+}
 
 /** The committed libvirt/ folder: the default appliance's XML with the paths `vm define` uses. */
 export function libvirtTree(config: ApplianceConfig, gateway: string): Tree {
@@ -15,10 +51,7 @@ export function libvirtTree(config: ApplianceConfig, gateway: string): Tree {
       rootfs: paths.rootfs,
       dataDisk: paths.dataDisk,
       credentials: [
-        {
-          name: config.runner.tokenCredential,
-          file: `${paths.dir}/${config.name}-credential-${config.runner.tokenCredential}`,
-        },
+        { name: config.runner.tokenCredential, file: paths.credential(config.runner.tokenCredential) },
       ],
       network: { type: 'network', name: 'default' },
       gateway,
@@ -28,15 +61,4 @@ export function libvirtTree(config: ApplianceConfig, gateway: string): Tree {
   }
   tree.set(`${filterName(config)}.nwfilter.xml`, { content: Buffer.from(nwfilterXml(config)), mode: 0o644 });
   return tree;
-}
-
-/** Where `vm define` puts the images on the libvirt host; also what the committed libvirt/ XML shows. */
-export function defaultImagePaths(name: string) {
-  const dir = '/var/lib/libvirt/images/runner-appliance';
-  return {
-    kernel: `${dir}/${name}-kernel`,
-    rootfs: `${dir}/${name}-rootfs`,
-    dataDisk: `${dir}/${name}-data`,
-    dir,
-  };
 }

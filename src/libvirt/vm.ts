@@ -1,8 +1,10 @@
 /**
  * The VM's lifecycle through virsh, locally or on a remote host (qemu+ssh://…). Images travel
  * as volumes of a storage pool over the libvirt connection itself, so the same code serves both.
- * Kernel and root filesystem volumes are named by their content hash; the data disk volume is
- * created once and never replaced.
+ * Volumes are named by one rule (tree.ts: `<name>-kernel`, `<name>-rootfs`, `<name>-data`, …), the
+ * same the committed libvirt/ XML shows; the domain's metadata records the sha256 of what was
+ * uploaded, so an unchanged image is not uploaded again. The data disk volume is created once and
+ * never replaced.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -15,7 +17,16 @@ import { ApplianceError, ExitCode } from '../errors.js';
 import { info } from '../log.js';
 import { probeKvm } from '../qemu/index.js';
 import { type RunResult, runCommand, runInteractive } from '../run/index.js';
-import { type Accel, domainXml, filterName, nwfilterXml } from './xml.js';
+import { defaultPool, imageVolumes, poolPath } from './tree.js';
+import {
+  type Accel,
+  domainXml,
+  filterGateway,
+  filterName,
+  type ImageDigests,
+  nwfilterXml,
+  recordedDigests,
+} from './xml.js';
 
 export interface Connection {
   uri: string;
@@ -23,8 +34,8 @@ export interface Connection {
   poolPath: string;
 }
 
-export function connection(uri = 'qemu:///system', pool = 'runner-appliance'): Connection {
-  return { uri, pool, poolPath: `/var/lib/libvirt/images/${pool}` };
+export function connection(uri = 'qemu:///system', pool = defaultPool): Connection {
+  return { uri, pool, poolPath: poolPath(pool) };
 }
 
 async function virsh(
@@ -93,12 +104,27 @@ async function uploadVolume(
   return volumePath(conn, name);
 }
 
-/** Upload a file as a content-addressed volume (kept when already there). */
-async function contentVolume(conn: Connection, prefix: string, file: string): Promise<string> {
-  const name = `${prefix}-${(await sha256File(file)).slice(0, 16)}`;
-  if (await volumeExists(conn, name)) return volumePath(conn, name);
+/**
+ * Upload an image as the volume `name` (the one naming rule of tree.ts), unless the domain's
+ * metadata says that volume already holds this content. Returns its path and the file's sha256.
+ */
+async function imageVolume(
+  conn: Connection,
+  name: string,
+  file: string,
+  recorded: string | undefined,
+  running: boolean,
+): Promise<{ path: string; sha256: string }> {
+  const sha256 = await sha256File(file);
+  const exists = await volumeExists(conn, name);
+  if (exists && recorded === sha256) return { path: await volumePath(conn, name), sha256 };
+  if (exists && running)
+    throw new ApplianceError(`${file} differs from ${conn.pool}/${name}, which the running VM uses`, {
+      hint: "use 'appliance vm update', which stops the VM first",
+    });
+  if (exists) await virsh(conn, ['vol-delete', '--pool', conn.pool, name]);
   info(`uploading ${file} as ${conn.pool}/${name}`);
-  return uploadVolume(conn, name, file);
+  return { path: await uploadVolume(conn, name, file), sha256 };
 }
 
 export interface DefineOptions {
@@ -110,8 +136,9 @@ export interface DefineOptions {
   credentials: { name: string; file: string }[];
   network: string;
   bridge?: string;
+  /** The DHCP/DNS address the filter lets through (default: vm.gateway, then the network's address). */
   gateway?: string;
-  /** Attach the isolation filter (default true). */
+  /** Attach the isolation filter (default true; a bridge needs a gateway from the flag or config). */
   filter?: boolean;
   accel: Accel | 'auto';
   cmdline?: string[];
@@ -169,19 +196,40 @@ export async function defineVm(config: ApplianceConfig, conn: Connection, o: Def
   const kernel = requireFile('kernel', o.kernel);
   const rootfs = requireFile('root filesystem', o.rootfs);
   const accel = await chooseAccel(config, conn, o.accel, kernel);
-  const gateway =
-    o.filter === false
-      ? undefined
-      : o.bridge
-        ? o.gateway
-        : (o.gateway ?? (await networkGateway(conn, o.network)));
+  const gateway = filterGateway(config, {
+    filter: o.filter,
+    gateway: o.gateway,
+    fallback:
+      o.filter === false || o.gateway || config.vm.gateway || o.bridge
+        ? undefined
+        : await networkGateway(conn, o.network),
+    where: o.bridge ? `the LAN behind bridge ${o.bridge}` : `network ${o.network}`,
+  });
   await ensurePool(conn);
-  const kernelPath = await contentVolume(conn, `${config.name}-kernel`, kernel);
-  const initrdPath = o.initrd
-    ? await contentVolume(conn, `${config.name}-initrd`, requireFile('initrd', o.initrd))
-    : undefined;
-  const rootfsPath = await contentVolume(conn, `${config.name}-rootfs`, rootfs);
-  const dataName = `${config.name}-data`;
+  const volumes = imageVolumes(config.name);
+  const existing = await virsh(conn, ['dumpxml', config.name], { allowFailure: true });
+  const recorded = existing.exitCode === 0 ? recordedDigests(existing.stdout) : {};
+  const running = existing.exitCode === 0 && (await vmStatus(config, conn)).state === 'running';
+  const digests: ImageDigests = {};
+  const kernelVolume = await imageVolume(conn, volumes.kernel, kernel, recorded.kernel, running);
+  digests.kernel = kernelVolume.sha256;
+  const kernelPath = kernelVolume.path;
+  let initrdPath: string | undefined;
+  if (o.initrd) {
+    const v = await imageVolume(
+      conn,
+      volumes.initrd,
+      requireFile('initrd', o.initrd),
+      recorded.initrd,
+      running,
+    );
+    digests.initrd = v.sha256;
+    initrdPath = v.path;
+  }
+  const rootfsVolume = await imageVolume(conn, volumes.rootfs, rootfs, recorded.rootfs, running);
+  digests.rootfs = rootfsVolume.sha256;
+  const rootfsPath = rootfsVolume.path;
+  const dataName = volumes.data;
   let dataPath: string;
   if (await volumeExists(conn, dataName)) {
     dataPath = await volumePath(conn, dataName);
@@ -213,7 +261,7 @@ export async function defineVm(config: ApplianceConfig, conn: Connection, o: Def
   const credentials: { name: string; file: string }[] = [];
   for (const c of o.credentials) {
     const file = requireFile(`credential file for ${c.name}`, c.file);
-    const name = `${config.name}-credential-${c.name}`;
+    const name = volumes.credential(c.name);
     if (await volumeExists(conn, name)) await virsh(conn, ['vol-delete', '--pool', conn.pool, name]);
     credentials.push({ name: c.name, file: await uploadVolume(conn, name, file) });
   }
@@ -228,6 +276,7 @@ export async function defineVm(config: ApplianceConfig, conn: Connection, o: Def
     credentials,
     network: o.bridge ? { type: 'bridge', name: o.bridge } : { type: 'network', name: o.network },
     gateway,
+    digests,
     serialLog: `/var/log/libvirt/qemu/${config.name}-serial.log`,
     cmdline: o.cmdline,
   });
@@ -338,16 +387,14 @@ export async function undefineVm(
   if (deleteImages) await deleteUnusedImages(config, conn, []);
 }
 
+/** Delete the appliance's kernel, initrd and rootfs volumes (and those of the old `-<sha16>` naming) not in `keep`. */
 async function deleteUnusedImages(config: ApplianceConfig, conn: Connection, keep: string[]): Promise<void> {
   const list = await virsh(conn, ['vol-list', '--pool', conn.pool], { allowFailure: true });
+  const v = imageVolumes(config.name);
   for (const line of list.stdout.split('\n')) {
     const [name, path] = line.trim().split(/\s+/);
     if (!name || !path || keep.includes(path)) continue;
-    if (
-      name.startsWith(`${config.name}-kernel-`) ||
-      name.startsWith(`${config.name}-rootfs-`) ||
-      name.startsWith(`${config.name}-initrd-`)
-    ) {
+    if ([v.kernel, v.initrd, v.rootfs].some((image) => name === image || name.startsWith(`${image}-`))) {
       await virsh(conn, ['vol-delete', '--pool', conn.pool, name]);
     }
   }

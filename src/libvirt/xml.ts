@@ -20,11 +20,53 @@ export interface DomainOptions {
   credentials: { name: string; file: string }[];
   /** A libvirt network name, or a host bridge. */
   network: { type: 'network' | 'bridge'; name: string };
-  /** Attach the isolation filter with this gateway (the network's DHCP/DNS server). */
+  /** Attach the isolation filter with this gateway (the network's DHCP/DNS server); none: no filter. */
   gateway?: string;
+  /** sha256 of the image files behind kernel/initrd/rootfs, recorded in the domain's metadata. */
+  digests?: ImageDigests;
   serialLog: string;
   /** Extra kernel command-line words. */
   cmdline?: string[];
+}
+
+export interface ImageDigests {
+  kernel?: string;
+  initrd?: string;
+  rootfs?: string;
+}
+
+/** Namespace of the domain metadata in which `vm define` records what it uploaded. */
+export const metadataNamespace = 'urn:runner-appliance:images:1';
+
+/** The digests recorded in a domain XML by `domainXml` (as libvirt gives it back). */
+export function recordedDigests(xml: string): ImageDigests {
+  const out: ImageDigests = {};
+  for (const kind of ['kernel', 'initrd', 'rootfs'] as const) {
+    const m = new RegExp(`<appliance:${kind}\\s+sha256=['"]([0-9a-f]{64})['"]`).exec(xml);
+    if (m?.[1]) out[kind] = m[1];
+  }
+  return out;
+}
+
+/** libvirt's default NAT network's address, the gateway when the default network is used. */
+export const defaultNetworkGateway = '192.168.122.1';
+
+/**
+ * The gateway the isolation filter is attached with, or undefined for no filter (only when
+ * asked with `filter: false`). Flag first, then `vm.gateway`, then `fallback` (what the caller
+ * knows about the network); with none of them the filter cannot be built and this refuses.
+ */
+export function filterGateway(
+  config: Pick<ApplianceConfig, 'vm'>,
+  o: { filter?: boolean; gateway?: string; fallback?: string; where: string },
+): string | undefined {
+  if (o.filter === false) return undefined;
+  const gateway = o.gateway ?? config.vm.gateway ?? o.fallback;
+  if (gateway === undefined)
+    throw new ApplianceError(`the isolation filter needs the DHCP/DNS address of ${o.where}`, {
+      hint: 'pass --gateway IP or set vm.gateway in the config (or --no-filter to attach none)',
+    });
+  return gateway;
 }
 
 /** fw_cfg file names are at most 55 bytes. */
@@ -117,6 +159,15 @@ export function domainXml(config: ApplianceConfig, o: DomainOptions): string {
   dom.ele('name').txt(config.name);
   dom.ele('uuid').txt(domainUuid(config.name));
   dom.ele('description').txt(`${config.name}: GitLab Runner with Docker (runner-appliance)`);
+  const digests = Object.entries(o.digests ?? {}).filter(([, v]) => v);
+  if (digests.length > 0) {
+    const images = dom.ele('metadata').ele('appliance:images', { 'xmlns:appliance': metadataNamespace });
+    for (const [kind, sha256] of digests) {
+      if (!/^[0-9a-f]{64}$/.test(sha256))
+        throw new ApplianceError(`${kind} digest ${sha256} is not a sha256`);
+      images.ele(`appliance:${kind}`, { sha256 });
+    }
+  }
   dom.ele('memory', { unit: 'KiB' }).txt(String(kib));
   dom.ele('currentMemory', { unit: 'KiB' }).txt(String(kib));
   dom.ele('vcpu', { placement: 'static' }).txt(String(config.vm.vcpus));
@@ -201,10 +252,19 @@ export const blockedIPv6: [string, number][] = [
   ['fe80::', 10],
 ];
 
+/** ICMPv6 types conntrack does not track: MLD query/report/done, RS, RA, NS, NA, redirect, MLDv2 report. */
+const icmpv6Untracked = ['130', '131', '132', '133', '134', '135', '136', '137', '143'];
+
 /**
- * The isolation filter: DHCP and DNS to the gateway pass, then outbound traffic to non-public
- * space is dropped. Only ebtables-layer `ip`/`ipv6` rules (attributes libvirt knows), so
- * `nwfilter-define --validate` accepts it.
+ * The isolation filter. The VM may not open connections to non-public address space (the host,
+ * its LAN, other VMs), but it answers connections made to it (SSH, metrics from the LAN): every
+ * rule is in libvirt's iptables/ip6tables layer (protocols `udp`, `tcp`, `all`, `icmpv6`, …),
+ * which tracks connections: an inbound accept rule lets the VM's replies out before the drops.
+ * (`<ip>`/`<ipv6>` rules would go to ebtables, which is stateless and drops the replies too.)
+ * DHCP and DNS to the gateway, IPv6 neighbour discovery and DHCPv6 pass before the drops.
+ * Needs iptables/ip6tables on the host and bridge netfilter (`br_netfilter`,
+ * `net.bridge.bridge-nf-call-iptables=1`, `…-ip6tables=1`). Only attributes libvirt knows,
+ * so `nwfilter-define --validate` accepts it.
  */
 export function nwfilterXml(config: Pick<ApplianceConfig, 'name'>): string {
   const doc = create({ version: '1.0' });
@@ -215,22 +275,31 @@ export function nwfilterXml(config: Pick<ApplianceConfig, 'name'>): string {
   const rule = (
     action: 'accept' | 'drop',
     direction: 'in' | 'out',
-    proto: 'ip' | 'ipv6',
-    attrs: Record<string, string>,
-  ) => f.ele('rule', { action, direction, priority: String(priority++) }).ele(proto, attrs);
-  // DHCP (client 68 → server 67, often broadcast) and its replies.
-  rule('accept', 'out', 'ip', { protocol: 'udp', srcportstart: '68', dstportstart: '67' });
-  rule('accept', 'in', 'ip', { protocol: 'udp', srcportstart: '67', dstportstart: '68' });
+    proto: 'udp' | 'tcp' | 'all' | 'udp-ipv6' | 'icmpv6' | 'all-ipv6',
+    attrs: Record<string, string> = {},
+    ruleAttrs: Record<string, string> = {},
+  ) => f.ele('rule', { action, direction, priority: String(priority++), ...ruleAttrs }).ele(proto, attrs);
+  // DHCP (client 68 → server 67, often broadcast); the server's answers are new inbound flows.
+  rule('accept', 'out', 'udp', { srcportstart: '68', dstportstart: '67' });
   // DNS to the gateway only.
-  rule('accept', 'out', 'ip', { protocol: 'udp', dstipaddr: '$GATEWAY', dstportstart: '53' });
-  rule('accept', 'out', 'ip', { protocol: 'tcp', dstipaddr: '$GATEWAY', dstportstart: '53' });
-  // IPv6 neighbour discovery (ICMPv6 133-137) and DHCPv6 (546 → 547).
-  rule('accept', 'out', 'ipv6', { protocol: 'icmpv6', type: '133', typeend: '137' });
-  rule('accept', 'out', 'ipv6', { protocol: 'udp', srcportstart: '546', dstportstart: '547' });
+  rule('accept', 'out', 'udp', { dstipaddr: '$GATEWAY', dstportstart: '53' });
+  rule('accept', 'out', 'tcp', { dstipaddr: '$GATEWAY', dstportstart: '53' });
+  // Connections made to the VM (SSH, metrics): libvirt accepts them NEW/ESTABLISHED inbound and
+  // lets the VM's ESTABLISHED replies out, ahead of the drops below.
+  rule('accept', 'in', 'all');
+  rule('accept', 'in', 'all-ipv6');
+  // IPv6 neighbour discovery and MLD, both ways: conntrack leaves them untracked, so no state
+  // rule covers them, and they use link-local addresses. Then DHCPv6 (546 → 547).
+  for (const type of icmpv6Untracked) {
+    rule('accept', 'out', 'icmpv6', { type }, { statematch: 'false' });
+    rule('accept', 'in', 'icmpv6', { type }, { statematch: 'false' });
+  }
+  rule('accept', 'out', 'udp-ipv6', { srcportstart: '546', dstportstart: '547' });
+  // Everything else the VM starts towards non-public space is dropped.
   priority = 500;
   for (const [addr, mask] of blockedIPv4)
-    rule('drop', 'out', 'ip', { dstipaddr: addr, dstipmask: String(mask) });
+    rule('drop', 'out', 'all', { dstipaddr: addr, dstipmask: String(mask) });
   for (const [addr, mask] of blockedIPv6)
-    rule('drop', 'out', 'ipv6', { dstipaddr: addr, dstipmask: String(mask) });
+    rule('drop', 'out', 'all-ipv6', { dstipaddr: addr, dstipmask: String(mask) });
   return `${doc.end({ prettyPrint: true, headless: true })}\n`;
 }

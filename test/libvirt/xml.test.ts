@@ -1,19 +1,31 @@
 /** The emitted libvirt XML: valid for libvirt's own schema in every variant, and safe with odd values. */
 import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadAppliance, parseAppliance } from '../../src/config/index.js';
 import {
+  blockedIPv4,
+  blockedIPv6,
   type DomainOptions,
+  defaultImagePaths,
   domainUuid,
   domainXml,
+  imageVolumes,
   libvirtTree,
   nwfilterXml,
+  recordedDigests,
 } from '../../src/libvirt/index.js';
 import { diffTree } from '../../src/render/index.js';
 
 import { commandExists, repoRoot, runCli, skipReason, tempDir } from '../helpers.js';
+
+/** The rules of a filter as [action, direction, priority, protocol element with attributes]. */
+function filterRules(xml: string): { action: string; direction: string; priority: number; body: string }[] {
+  return [...xml.matchAll(/<rule action="(\w+)" direction="(\w+)" priority="(\d+)"[^>]*>\s*(<[^>]+>)/g)].map(
+    (m) => ({ action: m[1] ?? '', direction: m[2] ?? '', priority: Number(m[3]), body: m[4] ?? '' }),
+  );
+}
 
 const config = parseAppliance('name: edge\n', join(repoRoot, 'x.yaml'));
 const noValidator = skipReason(
@@ -173,5 +185,109 @@ describe('libvirt/ in the repository', () => {
   it('is the render of the default appliance.yaml', () => {
     const tree = libvirtTree(loadAppliance(), '192.168.122.1');
     expect(diffTree(join(repoRoot, 'libvirt'), tree)).toEqual({ changed: [], missing: [], extra: [] });
+  });
+  it('names the volumes vm define creates (one naming rule, imageVolumes)', () => {
+    const config = loadAppliance();
+    const paths = defaultImagePaths(config.name);
+    const v = imageVolumes(config.name);
+    for (const accel of ['kvm', 'tcg']) {
+      const xml = readFileSync(join(repoRoot, 'libvirt', `${config.name}.${accel}.xml`), 'utf8');
+      expect(xml).toContain(`<kernel>${paths.dir}/${v.kernel}</kernel>`);
+      expect(xml).toContain(`<source file="${paths.dir}/${v.rootfs}"/>`);
+      expect(xml).toContain(`<source file="${paths.dir}/${v.data}"/>`);
+      expect(xml).toContain(`file="${paths.dir}/${v.credential(config.runner.tokenCredential)}"`);
+      expect(xml).toContain('<filterref filter="runner-appliance-isolate">');
+    }
+  });
+});
+
+describe('the isolation filter', () => {
+  const rules = filterRules(nwfilterXml(config));
+  it('uses only the stateful iptables layer (no stateless ebtables <ip>/<ipv6> rules)', () => {
+    expect(rules.length).toBeGreaterThan(0);
+    for (const r of rules) expect(r.body).not.toMatch(/^<(ip|ipv6|mac|arp)\b/);
+  });
+  it('lets connections to the VM in, and so its replies out, before any drop', () => {
+    const firstDrop = Math.min(...rules.filter((r) => r.action === 'drop').map((r) => r.priority));
+    for (const proto of ['all', 'all-ipv6']) {
+      const accept = rules.find(
+        (r) => r.action === 'accept' && r.direction === 'in' && r.body === `<${proto}/>`,
+      );
+      expect(accept, proto).toBeDefined();
+      expect(accept?.priority).toBeLessThan(firstDrop);
+    }
+    // The drop rules carry no state match: everything else the VM sends there is dropped.
+    for (const r of rules.filter((r) => r.action === 'drop')) {
+      expect(r.direction).toBe('out');
+      expect(r.body).not.toContain('state=');
+    }
+  });
+  it("drops the VM's traffic to every blocked range; DHCP and DNS to $GATEWAY pass first", () => {
+    const drops = rules.filter((r) => r.action === 'drop').map((r) => r.body);
+    for (const [addr, mask] of blockedIPv4)
+      expect(drops).toContain(`<all dstipaddr="${addr}" dstipmask="${mask}"/>`);
+    for (const [addr, mask] of blockedIPv6)
+      expect(drops).toContain(`<all-ipv6 dstipaddr="${addr}" dstipmask="${mask}"/>`);
+    const firstDrop = Math.min(...rules.filter((r) => r.action === 'drop').map((r) => r.priority));
+    const before = rules.filter((r) => r.priority < firstDrop && r.action === 'accept').map((r) => r.body);
+    expect(before).toContain('<udp srcportstart="68" dstportstart="67"/>');
+    expect(before).toContain('<udp dstipaddr="$GATEWAY" dstportstart="53"/>');
+    expect(before).toContain('<tcp dstipaddr="$GATEWAY" dstportstart="53"/>');
+    expect(before).toContain('<icmpv6 type="135"/>');
+  });
+});
+
+describe('the filter is on by default everywhere', () => {
+  it('libvirt domain attaches it with 192.168.122.1 on the default network', () => {
+    const r = runCli(['libvirt', 'domain']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain('<filterref filter="runner-appliance-isolate">');
+    expect(r.stdout).toContain('<parameter name="GATEWAY" value="192.168.122.1"/>');
+  });
+  it('takes the gateway from vm.gateway, and --gateway over it', () => {
+    const file = join(tempDir(), 'a.yaml');
+    writeFileSync(file, 'vm: {gateway: 10.20.30.1}\n');
+    const fromConfig = runCli(['libvirt', 'domain', '-c', file, '--bridge', 'br0']);
+    expect(fromConfig.status, fromConfig.stderr).toBe(0);
+    expect(fromConfig.stdout).toContain('<parameter name="GATEWAY" value="10.20.30.1"/>');
+    const fromFlag = runCli(['libvirt', 'domain', '-c', file, '--gateway', '10.0.0.1']);
+    expect(fromFlag.stdout).toContain('<parameter name="GATEWAY" value="10.0.0.1"/>');
+    const render = runCli(['libvirt', 'render', '-c', file, '--out', join(tempDir(), 'lv')]);
+    expect(render.status, render.stderr).toBe(0);
+  });
+  it('--no-filter is the way out', () => {
+    const r = runCli(['libvirt', 'domain', '--no-filter']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).not.toContain('filterref');
+  });
+  it.each([
+    [['--bridge', 'br0'], /the LAN behind bridge br0: pass --gateway IP or set vm.gateway/],
+    [['--network', 'isolated'], /network isolated: pass --gateway IP or set vm.gateway/],
+  ])('refuses %j without a known gateway, with one line and exit 2', (args, message) => {
+    const r = runCli(['libvirt', 'domain', ...args]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(message);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stdout).toBe('');
+  });
+  it('refuses a vm.gateway that is not an IPv4 address', () => {
+    const file = join(tempDir(), 'a.yaml');
+    writeFileSync(file, 'vm: {gateway: 10.0.0}\n');
+    const r = runCli(['libvirt', 'domain', '-c', file]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/vm\.gateway: expected an IPv4 address/);
+  });
+});
+
+describe('image digests in the domain metadata', () => {
+  it('are recorded and read back', () => {
+    const kernel = 'a'.repeat(64);
+    const rootfs = 'b'.repeat(64);
+    const xml = domainXml(config, options({ digests: { kernel, rootfs } }));
+    expect(xml).toContain('<appliance:images xmlns:appliance="urn:runner-appliance:images:1">');
+    expect(recordedDigests(xml)).toEqual({ kernel, rootfs });
+    // libvirt gives the XML back with single quotes.
+    expect(recordedDigests(xml.replaceAll('"', "'"))).toEqual({ kernel, rootfs });
+    if (!noValidator) expect(validate(xml).ok, validate(xml).output).toBe(true);
   });
 });
