@@ -71,6 +71,11 @@ function spawnCollect(
     });
     child.on('error', reject);
     child.on('close', (code) => resolvePromise({ status: code ?? -1, stdout, stderr }));
+    // A command that exits before reading its input closes the pipe: EPIPE here is not a failure
+    // of the test (its exit status says what happened), and unhandled it would fail the whole run.
+    child.stdin.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EPIPE') reject(e);
+    });
     child.stdin.end(options.input ?? '');
   });
 }
@@ -99,6 +104,15 @@ export function testBuildroot(tier: string): { dir: string; skip: boolean } {
 }
 
 /** A snapshot of a folder's top level (names and modification times), to prove it was not written. */
+/** `<PREFIX>_VERSION = x` from Buildroot's own package/<pkg>/<pkg>.mk: the version it builds. */
+export function buildrootPackageVersion(buildroot: string, pkg: string): string {
+  const mk = readFileSync(join(buildroot, 'package', pkg, `${pkg}.mk`), 'utf8');
+  const prefix = pkg.toUpperCase().replaceAll('-', '_');
+  const version = new RegExp(`^${prefix}_VERSION\\s*=\\s*(\\S+)\\s*$`, 'm').exec(mk)?.[1];
+  if (!version) throw new Error(`no ${prefix}_VERSION in package/${pkg}/${pkg}.mk`);
+  return version;
+}
+
 export function topLevel(dir: string): string {
   return readdirSync(dir)
     .sort()

@@ -22,7 +22,7 @@ import {
 } from '../../src/buildroot/sbom.js';
 import { loadAppliance } from '../../src/config/index.js';
 import { externalPackages } from '../../src/render/packages.js';
-import { repoRoot, runCliAsync, skipReason, tempDir, topLevel } from '../helpers.js';
+import { buildrootPackageVersion, repoRoot, runCliAsync, skipReason, tempDir, topLevel } from '../helpers.js';
 
 // ---------------------------------------------------------------------------------------------
 // Offline validator: the official schemas shipped by @cyclonedx/cyclonedx-library.
@@ -435,14 +435,6 @@ describe('the schema validator', () => {
 
 const buildroot = process.env.APPLIANCE_BUILDROOT ?? cachedBuildrootDir('2026.02.3');
 
-/** `<PREFIX>_VERSION = x` from Buildroot's own package/<pkg>/<pkg>.mk: the version it builds. */
-function buildrootPackageVersion(pkg: string): string {
-  const mk = readFileSync(join(buildroot, 'package', pkg, `${pkg}.mk`), 'utf8');
-  const prefix = pkg.toUpperCase().replaceAll('-', '_');
-  const version = new RegExp(`^${prefix}_VERSION\\s*=\\s*(\\S+)\\s*$`, 'm').exec(mk)?.[1];
-  if (!version) throw new Error(`no ${prefix}_VERSION in package/${pkg}/${pkg}.mk`);
-  return version;
-}
 const skip = skipReason(
   'SBOM tier',
   buildrootVersionOf(buildroot) === '2026.02.3'
@@ -493,12 +485,12 @@ describe.skipIf(skip)('SBOM of the x86_64 appliance from Buildroot 2026.02.3 sho
     const versions = Object.fromEntries(bom.components.map((c) => [c.name, c.version]));
     // The versions the package definitions name: Buildroot's .mk files, our own packages, our config.
     const kernel = loadAppliance(join(repoRoot, 'appliance.yaml')).kernel.version;
-    const docker = buildrootPackageVersion('docker-engine');
+    const docker = buildrootPackageVersion(buildroot, 'docker-engine');
     expect(versions).toMatchObject({
       'docker-engine': docker,
-      containerd: buildrootPackageVersion('containerd'),
-      runc: buildrootPackageVersion('runc'),
-      systemd: buildrootPackageVersion('systemd'),
+      containerd: buildrootPackageVersion(buildroot, 'containerd'),
+      runc: buildrootPackageVersion(buildroot, 'runc'),
+      systemd: buildrootPackageVersion(buildroot, 'systemd'),
       linux: kernel,
       ...Object.fromEntries(externalPackages.map((p) => [p.name, p.version])),
     });
