@@ -14,7 +14,16 @@ import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultImagePaths, recordedDigests } from '../../src/libvirt/index.js';
-import { commandExists, execAsync, repoRoot, runCli, runCliAsync, skipReason, tempDir } from '../helpers.js';
+import {
+  commandExists,
+  execAsync,
+  processRunning,
+  repoRoot,
+  runCli,
+  runCliAsync,
+  skipReason,
+  tempDir,
+} from '../helpers.js';
 
 const uri = 'qemu:///system';
 const tag = `ratest${process.pid}`;
@@ -104,7 +113,9 @@ function ensureLibvirtd(): void {
     ['virtlogd', '/run/virtlogd.pid'],
     ['libvirtd', '/run/libvirtd.pid'],
   ] as const) {
-    if (spawnSync('pgrep', ['-x', daemon]).status === 0) continue;
+    // Running means: its pidfile here names a live process. A process of that name elsewhere (another
+    // container or chroot on the same kernel) serves other sockets and does not count.
+    if (existsSync(pidfile) && processRunning(Number(readFileSync(pidfile, 'utf8').trim()))) continue;
     execFileSync(daemon, ['-d']);
     for (let i = 0; i < 50 && !existsSync(pidfile); i++) execFileSync('sleep', ['0.1']);
     if (existsSync(pidfile)) started.push(Number(readFileSync(pidfile, 'utf8').trim()));
