@@ -1,5 +1,5 @@
 /** The `appliance` command line. Each command is a thin layer over one stage module. */
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import {
@@ -12,6 +12,16 @@ import {
 } from './buildroot/index.js';
 import { checkAppliance, formatCheckReport } from './check/index.js';
 import {
+  type Credential,
+  collect,
+  credential,
+  libvirtUri,
+  refuseDashValues,
+  seconds,
+  setting,
+  wholeNumber,
+} from './cli-input.js';
+import {
   type Arch,
   applianceJsonSchema,
   configReferenceMarkdown,
@@ -21,6 +31,7 @@ import {
 import { createDataDisk, formatDiskInfo, inspectDataDisk } from './disk/index.js';
 import { formatFindings, runDoctor } from './doctor/index.js';
 import { ApplianceError, ExitCode, isApplianceError } from './errors.js';
+import { inputDir, inputFile, outputDir, outputFile, readInputFile, writeOutput } from './fsguard.js';
 import {
   type Accel,
   connection,
@@ -41,14 +52,20 @@ import {
   vmStatus,
 } from './libvirt/index.js';
 import { info, isVerbose, setVerbose } from './log.js';
+import { packageRoot } from './paths.js';
 import { renderToDisk, writeTree } from './render/index.js';
-import { installSignalHandlers, wasInterrupted } from './run/index.js';
+import { installSignalHandlers, runCommand, wasInterrupted } from './run/index.js';
 import { runSmoke } from './smoke/index.js';
 
 const program = new Command();
 program
   .name('appliance')
   .description('Turn appliance.yaml into a Buildroot VM that runs a GitLab Runner with Docker')
+  .version(
+    (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version,
+    '-V, --version',
+    'print the version of appliance',
+  )
   .option('-v, --verbose', 'show each external command and full error details')
   .showHelpAfterError(false)
   .exitOverride()
@@ -56,7 +73,14 @@ program
   .hook('preAction', (cmd) => setVerbose(Boolean(cmd.opts().verbose)));
 
 const configOption = () =>
-  new Option('-c, --config <file>', 'appliance.yaml to use (default: the embedded default)');
+  new Option(
+    '-c, --config <file>',
+    'appliance.yaml to use (default: ./appliance.yaml if there is one, else the embedded default)',
+  );
+
+/** Optional path checks, run before the config is even read. */
+const maybe = <T>(check: (what: string, path: string) => T, what: string, path: string | undefined) =>
+  path === undefined ? undefined : check(what, path);
 
 program
   .command('render')
@@ -65,6 +89,7 @@ program
   .option('-o, --out <dir>', 'folder to render into', 'external')
   .option('--force', 'overwrite generated files that were edited since the last render')
   .action((opts: { config?: string; out: string; force?: boolean }) => {
+    outputDir('--out', opts.out, { refuseSystemRoots: true });
     const config = loadAppliance(opts.config);
     const result = renderToDisk(config, opts.out, { force: opts.force });
     if (result.unchanged) info(`${result.outDir} is up to date`);
@@ -82,11 +107,11 @@ program
   .option('-o, --out <file>', 'write to this file instead of stdout')
   .option('--markdown', 'print the configuration reference table (as in the README) instead')
   .action((opts: { out?: string; markdown?: boolean }) => {
+    maybe(outputFile, '--out', opts.out);
     const text = opts.markdown
       ? `${configReferenceMarkdown()}\n`
       : `${JSON.stringify(applianceJsonSchema(), null, 2)}\n`;
-    if (opts.out) writeFileSync(opts.out, text);
-    else process.stdout.write(text);
+    writeOutput('--out', opts.out, text);
   });
 
 program
@@ -110,6 +135,8 @@ program
   .option('--json', 'print the report as JSON')
   .action(
     async (opts: { config?: string; buildroot?: string; tree?: string; arch?: Arch; json?: boolean }) => {
+      maybe(inputDir, '--buildroot', opts.buildroot);
+      maybe(inputDir, '--tree', opts.tree);
       const config = loadAppliance(opts.config);
       const report = await checkAppliance(config, {
         buildroot: opts.buildroot,
@@ -138,7 +165,12 @@ buildroot
     'get the pinned Buildroot release into the cache (from a git repository, a folder or its download URL)',
   )
   .addOption(configOption())
-  .option('--from-git <repo>', 'a local git clone or mirror of github.com/buildroot/buildroot')
+  .addOption(
+    new Option(
+      '--from-git <repo>',
+      'a local git clone or mirror of github.com/buildroot/buildroot',
+    ).conflicts('fromDir'),
+  )
   .option('--from-dir <dir>', 'a local folder holding the extracted release')
   .option('--url <url>', 'download this tarball instead of the pinned URL')
   .option('--sha256 <hash>', 'expected sha256 of the tarball')
@@ -152,9 +184,10 @@ buildroot
       sha256?: string;
       dest?: string;
     }) => {
+      maybe(inputDir, '--from-git', opts.fromGit);
+      maybe(inputDir, '--from-dir', opts.fromDir);
+      maybe(outputDir, '--dest', opts.dest);
       const config = loadAppliance(opts.config);
-      if (opts.fromGit && opts.fromDir)
-        throw new ApplianceError('--from-git and --from-dir exclude each other', { hint: 'pass one' });
       const dir = await fetchBuildroot({ version: config.buildroot.version, ...opts });
       process.stdout.write(`${dir}\n`);
     },
@@ -167,6 +200,7 @@ program
   .requiredOption('--dl-dir <dir>', 'Buildroot download folder (BR2_DL_DIR) of a networked build')
   .option('-o, --out <dir>', 'rendered tree to update', 'external')
   .action((opts: { config?: string; dlDir: string; out: string }) => {
+    outputDir('--out', opts.out, { refuseSystemRoots: true });
     const config = loadAppliance(opts.config);
     const result = pinHashes(config, opts.dlDir);
     for (const p of result.pinned) info(`pinned ${p.archive} ${p.sha256}`);
@@ -191,6 +225,9 @@ program
       probeKernel?: string;
       json?: boolean;
     }) => {
+      maybe(inputDir, '--buildroot', opts.buildroot);
+      maybe(inputFile, '--probe-kernel', opts.probeKernel);
+      outputDir('--out', opts.out);
       const config = loadAppliance(opts.config);
       const findings = await runDoctor(config, {
         buildroot: opts.buildroot,
@@ -219,16 +256,19 @@ disk
   .command('create <path>')
   .description('make a sparse raw image holding an empty ext4 data disk (never overwrites anything)')
   .addOption(configOption())
-  .option('--size <size>', 'size, e.g. 20G (default: dataDisk.size)')
-  .option('--label <label>', 'ext4 label (default: dataDisk.label)')
+  .option(
+    '--size <size>',
+    'size, e.g. 20G, within the bounds of dataDisk.size (default: dataDisk.size)',
+    setting('--size', ['dataDisk', 'size'], 'a size', '20G'),
+  )
+  .option(
+    '--label <label>',
+    'ext4 label (default: dataDisk.label)',
+    setting('--label', ['dataDisk', 'label'], 'an ext4 label', 'docker-data'),
+  )
   .action(async (path: string, opts: { config?: string; size?: string; label?: string }) => {
     const config = loadAppliance(opts.config);
-    const sizeBytes = opts.size === undefined ? config.dataDiskBytes : parseSize(opts.size);
-    if (sizeBytes === undefined || sizeBytes < 64 * 1024 ** 2) {
-      throw new ApplianceError(`--size ${JSON.stringify(opts.size)} is not a size of at least 64M`, {
-        hint: 'pass e.g. --size 20G',
-      });
-    }
+    const sizeBytes = opts.size === undefined ? config.dataDiskBytes : (parseSize(opts.size) ?? 0);
     const made = await createDataDisk(path, { sizeBytes, label: opts.label ?? config.dataDisk.label });
     process.stdout.write(`${formatDiskInfo(made)}\n`);
   });
@@ -237,6 +277,7 @@ disk
   .description('report a data disk image: label, size and use')
   .option('--json', 'print JSON')
   .action(async (path: string, opts: { json?: boolean }) => {
+    inputFile('data disk', path, 'pass a data disk image');
     const d = await inspectDataDisk(path);
     process.stdout.write(`${opts.json ? JSON.stringify(d, null, 2) : formatDiskInfo(d)}\n`);
   });
@@ -247,19 +288,10 @@ const archOption = () =>
     'x86_64',
     'aarch64',
   ]);
-function collect(value: string, previous: string[]): string[] {
-  return [...previous, value];
-}
-function parseCredentials(values: string[]): { name: string; file: string }[] {
-  return values.map((v) => {
-    const at = v.indexOf('=');
-    if (at <= 0)
-      throw new ApplianceError(`--credential ${JSON.stringify(v)} is not NAME=FILE`, {
-        hint: 'e.g. --credential gitlab-runner.token=/root/token',
-      });
-    return { name: v.slice(0, at), file: v.slice(at + 1) };
-  });
-}
+/** --network NAME and --bridge NAME: one of them, never both. */
+const networkOption = () =>
+  new Option('--network <name>', 'libvirt network').default('default').conflicts('bridge');
+const bridgeOption = () => new Option('--bridge <name>', 'host bridge instead of a libvirt network');
 
 const libvirtCmd = program.command('libvirt').description('libvirt XML for the appliance');
 libvirtCmd
@@ -272,9 +304,9 @@ libvirtCmd
   .option('--initrd <path>', 'initramfs on the libvirt host')
   .option('--rootfs <path>', 'squashfs root filesystem on the libvirt host')
   .option('--data-disk <path>', 'data disk image on the libvirt host')
-  .option('--credential <name=file>', 'systemd credential from a host file (repeatable)', collect, [])
-  .option('--network <name>', 'libvirt network', 'default')
-  .option('--bridge <name>', 'host bridge instead of a libvirt network')
+  .option('--credential <name=file>', 'systemd credential from a host file (repeatable)', credential, [])
+  .addOption(networkOption())
+  .addOption(bridgeOption())
   .option(
     '--gateway <ip>',
     "DHCP/DNS address the isolation filter lets through (default: vm.gateway, else 192.168.122.1 on libvirt's default network)",
@@ -292,7 +324,7 @@ libvirtCmd
       initrd?: string;
       rootfs?: string;
       dataDisk?: string;
-      credential: string[];
+      credential: Credential[];
       network: string;
       bridge?: string;
       gateway?: string;
@@ -301,6 +333,7 @@ libvirtCmd
       cmdline: string[];
       out?: string;
     }) => {
+      maybe(outputFile, '--out', opts.out);
       const config = loadAppliance(opts.config);
       const paths = defaultImagePaths(config.name);
       const xml = domainXml(config, {
@@ -310,7 +343,7 @@ libvirtCmd
         initrd: opts.initrd,
         rootfs: opts.rootfs ?? paths.rootfs,
         dataDisk: opts.dataDisk ?? paths.dataDisk,
-        credentials: parseCredentials(opts.credential),
+        credentials: opts.credential,
         network: opts.bridge
           ? { type: 'bridge', name: opts.bridge }
           : { type: 'network', name: opts.network },
@@ -323,8 +356,7 @@ libvirtCmd
         serialLog: opts.serialLog ?? `/var/log/libvirt/qemu/${config.name}-serial.log`,
         cmdline: opts.cmdline,
       });
-      if (opts.out) writeFileSync(opts.out, xml);
-      else process.stdout.write(xml);
+      writeOutput('--out', opts.out, xml);
     },
   );
 libvirtCmd
@@ -339,9 +371,10 @@ libvirtCmd
     "gateway of the libvirt network (default: vm.gateway, else libvirt's default network's 192.168.122.1)",
   )
   .action((opts: { config?: string; out: string; gateway?: string }) => {
+    outputDir('--out', opts.out, { refuseSystemRoots: true });
     const config = loadAppliance(opts.config);
     const gateway = opts.gateway ?? config.vm.gateway ?? defaultNetworkGateway;
-    const result = writeTree(opts.out, libvirtTree(config, gateway));
+    const result = writeTree(opts.out, libvirtTree(config, gateway), { kind: 'libvirt' });
     info(
       result.unchanged
         ? `${result.outDir} is up to date`
@@ -354,13 +387,35 @@ libvirtCmd
   .addOption(configOption())
   .option('-o, --out <file>', 'write to this file')
   .action((opts: { config?: string; out?: string }) => {
-    const xml = nwfilterXml(loadAppliance(opts.config));
-    if (opts.out) writeFileSync(opts.out, xml);
-    else process.stdout.write(xml);
+    maybe(outputFile, '--out', opts.out);
+    writeOutput('--out', opts.out, nwfilterXml(loadAppliance(opts.config)));
   });
 
 const connectOption = () =>
-  new Option('--connect <uri>', 'libvirt URI, e.g. qemu+ssh://root@host/system').default('qemu:///system');
+  new Option('--connect <uri>', 'libvirt URI, e.g. qemu+ssh://root@host/system')
+    .default('qemu:///system')
+    .argParser(libvirtUri);
+
+/** Fail with exit 3 when libvirt does not answer at `uri`, so no state is read from a failed call. */
+async function requireConnection(uri: string): Promise<void> {
+  const r = await runCommand('virsh', ['-q', '-c', uri, 'uri'], {
+    allowFailure: true,
+    purpose: `connecting to ${uri}`,
+    timeoutMs: 60_000,
+  });
+  if (r.exitCode !== 0) {
+    const why =
+      r.stderr
+        .trim()
+        .split('\n')
+        .pop()
+        ?.replace(/^error: /, '') ?? `exit status ${r.exitCode}`;
+    throw new ApplianceError(`cannot connect to libvirt at ${uri} (${why})`, {
+      hint: "check the URI and that libvirtd runs there ('appliance doctor')",
+      exitCode: ExitCode.hostProblem,
+    });
+  }
+}
 const vm = program.command('vm').description('the VM on a libvirt host, through virsh');
 const defineLike = (cmd: Command) =>
   cmd
@@ -373,11 +428,11 @@ const defineLike = (cmd: Command) =>
     .option(
       '--credential <name=file>',
       'systemd credential, e.g. gitlab-runner.token=/root/token (repeatable)',
-      collect,
+      credential,
       [],
     )
-    .option('--network <name>', 'libvirt network', 'default')
-    .option('--bridge <name>', 'host bridge instead of a libvirt network')
+    .addOption(networkOption())
+    .addOption(bridgeOption())
     .option(
       '--gateway <ip>',
       'the DHCP/DNS address the isolation filter lets through (default: vm.gateway, else read from the network; needed with --bridge)',
@@ -394,19 +449,27 @@ type DefineFlags = {
   rootfs: string;
   initrd?: string;
   dataDisk?: string;
-  credential: string[];
+  credential: Credential[];
   network: string;
   bridge?: string;
   gateway?: string;
   cmdline: string[];
   accel: Accel | 'auto';
 };
+/** Every local file `vm define`/`vm update` uploads, checked before anything is done. */
+function checkDefineFiles(o: DefineFlags): void {
+  inputFile('--kernel', o.kernel);
+  inputFile('--rootfs', o.rootfs);
+  maybe(inputFile, '--initrd', o.initrd);
+  maybe(inputFile, '--data-disk', o.dataDisk);
+  for (const c of o.credential) inputFile(`--credential ${c.name}`, c.file);
+}
 const defineOptions = (o: DefineFlags): DefineOptions => ({
   kernel: o.kernel,
   rootfs: o.rootfs,
   initrd: o.initrd,
   dataDisk: o.dataDisk,
-  credentials: parseCredentials(o.credential),
+  credentials: o.credential,
   network: o.network,
   bridge: o.bridge,
   gateway: o.gateway,
@@ -421,7 +484,9 @@ defineLike(
 )
   .option('--data-disk <file>', 'upload this data disk if the VM has none yet (default: make an empty one)')
   .action(async (o: DefineFlags) => {
+    checkDefineFiles(o);
     const config = loadAppliance(o.config);
+    await requireConnection(o.connect);
     await defineVm(config, connection(o.connect, o.pool), defineOptions(o));
     info(`defined ${config.name} on ${o.connect}`);
   });
@@ -430,10 +495,17 @@ defineLike(
     .command('update')
     .description('swap kernel and rootfs for a new build, keep the data disk, restart if running'),
 )
-  .option('--stop-timeout <seconds>', 'how long to wait for a clean shutdown', '120')
-  .action(async (o: DefineFlags & { stopTimeout: string }) => {
+  .option(
+    '--stop-timeout <seconds>',
+    'how long to wait for a clean shutdown',
+    seconds('--stop-timeout', 1, 86_400),
+    120,
+  )
+  .action(async (o: DefineFlags & { stopTimeout: number }) => {
+    checkDefineFiles(o);
     const config = loadAppliance(o.config);
-    await updateVm(config, connection(o.connect, o.pool), defineOptions(o), Number(o.stopTimeout));
+    await requireConnection(o.connect);
+    await updateVm(config, connection(o.connect, o.pool), defineOptions(o), o.stopTimeout);
     info(`updated ${config.name} on ${o.connect}`);
   });
 const simple = (name: string, description: string) =>
@@ -443,34 +515,44 @@ const simple = (name: string, description: string) =>
     .addOption(configOption())
     .addOption(connectOption())
     .option('--pool <name>', 'storage pool for the images', 'runner-appliance');
+/** The config and a connection that answers, for the lifecycle commands. */
+async function vmTarget(o: { config?: string; connect: string; pool: string }) {
+  const config = loadAppliance(o.config);
+  await requireConnection(o.connect);
+  return [config, connection(o.connect, o.pool)] as const;
+}
 simple('start', 'start the VM').action(async (o: { config?: string; connect: string; pool: string }) => {
-  await startVm(loadAppliance(o.config), connection(o.connect, o.pool));
+  await startVm(...(await vmTarget(o)));
 });
 simple('stop', 'shut the VM down cleanly')
-  .option('--timeout <seconds>', 'wait this long for the guest', '120')
+  .option('--timeout <seconds>', 'wait this long for the guest', seconds('--timeout', 1, 86_400), 120)
   .option('--force', 'power it off when the timeout passes')
-  .action(async (o: { config?: string; connect: string; pool: string; timeout: string; force?: boolean }) => {
-    await stopVm(loadAppliance(o.config), connection(o.connect, o.pool), Number(o.timeout), o.force);
+  .action(async (o: { config?: string; connect: string; pool: string; timeout: number; force?: boolean }) => {
+    await stopVm(...(await vmTarget(o)), o.timeout, o.force);
   });
 simple('destroy', 'power the VM off at once (the data disk is kept)').action(
   async (o: { config?: string; connect: string; pool: string }) => {
-    await destroyVm(loadAppliance(o.config), connection(o.connect, o.pool));
+    await destroyVm(...(await vmTarget(o)));
   },
 );
 simple('undefine', 'remove the domain; volumes are kept unless --delete-images (the data disk always is)')
   .option('--delete-images', 'also delete kernel and rootfs volumes')
   .action(async (o: { config?: string; connect: string; pool: string; deleteImages?: boolean }) => {
-    await undefineVm(loadAppliance(o.config), connection(o.connect, o.pool), o.deleteImages);
+    await undefineVm(...(await vmTarget(o)), o.deleteImages);
   });
 simple('status', 'print the VM state')
   .option('--json', 'print JSON')
   .action(async (o: { config?: string; connect: string; pool: string; json?: boolean }) => {
-    const s = await vmStatus(loadAppliance(o.config), connection(o.connect, o.pool));
-    process.stdout.write(o.json ? `${JSON.stringify(s, null, 2)}\n` : `${s.name} on ${s.uri}: ${s.state}\n`);
+    const s = await vmStatus(...(await vmTarget(o)));
+    process.stdout.write(
+      o.json
+        ? `${JSON.stringify(s, null, 2)}\n`
+        : `${s.name} on ${s.uri}: ${s.defined ? s.state : 'not defined'}\n`,
+    );
   });
 simple('console', 'attach to the serial console (Ctrl-] leaves)').action(
   async (o: { config?: string; connect: string; pool: string }) => {
-    process.exitCode = await consoleVm(loadAppliance(o.config), connection(o.connect, o.pool));
+    process.exitCode = await consoleVm(...(await vmTarget(o)));
   },
 );
 
@@ -493,6 +575,10 @@ type BuildFlags = {
   mirror?: string;
   mirrorOnly?: boolean;
 };
+function checkBuildFlags(o: BuildFlags): void {
+  maybe(inputDir, '--buildroot', o.buildroot);
+  maybe(outputDir, '--dl-dir', o.dlDir);
+}
 
 buildFlags(
   program
@@ -501,7 +587,17 @@ buildFlags(
       'build kernel and squashfs root with Buildroot: render, configure, check, plan, make, gather artifacts',
     ),
 )
-  .option('-j, --jobs <n>', 'parallel jobs inside each package (BR2_JLEVEL; 0 = one per CPU)')
+  .option(
+    '-j, --jobs <n>',
+    'parallel jobs inside each package (BR2_JLEVEL; 0 = one per CPU)',
+    wholeNumber(
+      '--jobs',
+      'a number of jobs',
+      0,
+      1024,
+      'pass 0 (one per CPU) or a number of jobs, e.g. --jobs 4',
+    ),
+  )
   .option('--ccache', 'use ccache (cache in ~/.cache/runner-appliance/ccache)')
   .option('-o, --out <dir>', 'build folder (default: output/<name>-<arch>)')
   .option('--plan', 'print what a build would do (the rebuild plan) and run nothing')
@@ -510,7 +606,7 @@ buildFlags(
   .action(
     async (
       o: BuildFlags & {
-        jobs?: string;
+        jobs?: number;
         ccache?: boolean;
         out?: string;
         plan?: boolean;
@@ -518,14 +614,10 @@ buildFlags(
         json?: boolean;
       },
     ) => {
+      checkBuildFlags(o);
+      maybe((w, p) => outputDir(w, p, { refuseSystemRoots: true }), '--out', o.out);
       const config = loadAppliance(o.config);
-      const jobs = o.jobs === undefined ? undefined : Number(o.jobs);
-      if (jobs !== undefined && !(Number.isInteger(jobs) && jobs >= 0)) {
-        throw new ApplianceError(`--jobs ${JSON.stringify(o.jobs)} is not a number of jobs`, {
-          hint: 'pass 0 (one per CPU) or a positive number',
-        });
-      }
-      const result = await build(config, { ...o, jobs, planOnly: o.plan });
+      const result = await build(config, { ...o, planOnly: o.plan });
       if (o.plan || !o.json) process.stdout.write(`${formatPlan(result.plan)}\n`);
       if (result.manifest && !o.json) {
         for (const f of result.manifest.files)
@@ -543,6 +635,7 @@ buildFlags(
       'download every source (make source) for an air-gapped build; report each package that failed',
     ),
 ).action(async (o: BuildFlags) => {
+  checkBuildFlags(o);
   const config = loadAppliance(o.config);
   const r = await downloadSources(config, o);
   if (r.failed.length > 0) {
@@ -567,13 +660,11 @@ program
   .option('-o, --out <file>', 'write to this file instead of stdout')
   .action(
     async (o: { config?: string; arch?: Arch; buildroot?: string; includeHost?: boolean; out?: string }) => {
+      maybe(inputDir, '--buildroot', o.buildroot);
+      maybe(outputFile, '--out', o.out);
       const config = loadAppliance(o.config);
       const bom = await generateSbom(config, o);
-      const text = `${JSON.stringify(bom, null, 2)}\n`;
-      if (o.out) {
-        writeFileSync(`${o.out}.tmp`, text);
-        renameSync(`${o.out}.tmp`, o.out);
-      } else process.stdout.write(text);
+      writeOutput('--out', o.out, `${JSON.stringify(bom, null, 2)}\n`);
     },
   );
 
@@ -592,7 +683,11 @@ program
     'data disk image, never written (a copy-on-write overlay takes the writes); default: a throwaway one',
   )
   .addOption(new Option('--accel <accel>', 'accelerator').choices(['auto', 'kvm', 'tcg']).default('auto'))
-  .option('--timeout <seconds>', 'for boot and checks together (default 180 with KVM, 600 with TCG)')
+  .option(
+    '--timeout <seconds>',
+    'for boot and checks together (default 180 with KVM, 600 with TCG)',
+    seconds('--timeout', 10, 86_400),
+  )
   .option('--junit <file>', 'JUnit XML report (default: <out>/junit.xml)')
   .option('--out <dir>', 'folder for the report, serial log, timeline and summary', 'smoke-report')
   .option(
@@ -602,6 +697,7 @@ program
   .option(
     '--hold <seconds>',
     "keep the VM idle this long after the checks and record QEMU's memory in the timeline",
+    seconds('--hold', 0, 3600),
   )
   .addOption(archOption())
   .action(
@@ -613,20 +709,31 @@ program
       artifacts?: string;
       dataDisk?: string;
       accel: 'auto' | 'kvm' | 'tcg';
-      timeout?: string;
+      timeout?: number;
       junit?: string;
       out: string;
       imageTar?: string;
       arch?: Arch;
-      hold?: string;
+      hold?: number;
     }) => {
+      for (const [flag, path] of [
+        ['--kernel', o.kernel],
+        ['--rootfs', o.rootfs],
+        ['--initrd', o.initrd],
+        ['--data-disk', o.dataDisk],
+        ['--image-tar', o.imageTar],
+      ] as const)
+        maybe(inputFile, flag, path);
+      maybe(inputDir, '--artifacts', o.artifacts);
+      outputDir('--out', o.out, { refuseSystemRoots: true });
+      maybe(outputFile, '--junit', o.junit);
       const config = loadAppliance(o.config);
       let { kernel, rootfs } = o;
       if (o.artifacts) {
         const manifestPath = join(o.artifacts, 'manifest.json');
         let manifest: { arch?: Arch; files?: { name: string }[] };
         try {
-          manifest = JSON.parse(readFileSync(manifestPath, 'utf8'));
+          manifest = JSON.parse(readInputFile('artifacts manifest', manifestPath).toString('utf8'));
         } catch {
           throw new ApplianceError(`${manifestPath} is missing or not JSON`, {
             hint: "pass the artifacts folder 'appliance build' wrote",
@@ -641,24 +748,20 @@ program
         throw new ApplianceError('no image to boot', {
           hint: 'pass --kernel and --rootfs, or --artifacts DIR',
         });
-      const timeoutSeconds = o.timeout === undefined ? undefined : Number(o.timeout);
-      if (timeoutSeconds !== undefined && !(Number.isFinite(timeoutSeconds) && timeoutSeconds >= 10)) {
-        throw new ApplianceError(
-          `--timeout ${JSON.stringify(o.timeout)} is not a number of seconds (at least 10)`,
-        );
-      }
+      inputFile('kernel', kernel, 'pass --kernel, or an --artifacts folder that holds one');
+      inputFile('root filesystem', rootfs, 'pass --rootfs, or an --artifacts folder that holds one');
       const report = await runSmoke(config, {
         kernel,
         rootfs,
         initrd: o.initrd,
         dataDisk: o.dataDisk,
         accel: o.accel,
-        timeoutSeconds,
+        timeoutSeconds: o.timeout,
         junit: o.junit,
         outDir: o.out,
         imageTar: o.imageTar,
         arch: o.arch,
-        holdSeconds: o.hold === undefined ? undefined : holdSeconds(o.hold),
+        holdSeconds: o.hold,
       });
       process.stdout.write(readFileSync(report.files.summary, 'utf8'));
       if (!report.passed) {
@@ -674,13 +777,7 @@ program
     },
   );
 
-function holdSeconds(text: string): number {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 0 || n > 3600) {
-    throw new ApplianceError(`--hold ${JSON.stringify(text)} is not a number of seconds from 0 to 3600`);
-  }
-  return n;
-}
+refuseDashValues(program);
 
 export async function main(argv: string[]): Promise<number> {
   installSignalHandlers();

@@ -3,9 +3,11 @@ export {
   type ApplianceConfig,
   type Arch,
   arches,
+  configPath,
   defconfigName,
   loadAppliance,
   parseAppliance,
+  parseSetting,
 } from './load.js';
 export { configReferenceMarkdown } from './reference.js';
 export {

@@ -1,8 +1,10 @@
-import { readFileSync, statSync } from 'node:fs';
+import { existsSync, realpathSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { type Document, isMap, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { ApplianceError } from '../errors.js';
+import { readInputFile, shownValue } from '../fsguard.js';
+import { info } from '../log.js';
 import { defaultConfigPath } from '../paths.js';
 import { type ApplianceSettings, applianceSchema } from './schema.js';
 import { parseSize } from './values.js';
@@ -29,7 +31,11 @@ export function defconfigName(config: Pick<ApplianceConfig, 'name'>, arch: Arch)
 function describePath(path: readonly PropertyKey[]): string {
   if (path.length === 0) return '(top level)';
   return path
-    .map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`))
+    .map((p, i) => {
+      if (typeof p === 'number') return `[${p}]`;
+      const key = /^[\w-]+$/.test(String(p)) ? String(p) : shownValue(String(p));
+      return i === 0 ? key : `.${key}`;
+    })
     .join('');
 }
 
@@ -52,7 +58,7 @@ function describeValue(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'a list';
   if (typeof v === 'object') return 'a mapping';
-  return `${typeof v} ${JSON.stringify(v)}`;
+  return `${typeof v} ${shownValue(v)}`;
 }
 
 /** One line for one schema issue: "field: expected X, got Y". */
@@ -125,10 +131,29 @@ export function parseAppliance(text: string, origin: string): ApplianceConfig {
   const yamlError = doc.errors[0];
   if (yamlError) {
     const line = yamlError.linePos?.[0]?.line ?? counter.linePos(yamlError.pos[0]).line;
+    if (yamlError.code === 'MULTIPLE_DOCS') {
+      throw new ApplianceError(`${origin}:${line}: holds more than one YAML document (a "---" line)`, {
+        hint: 'keep one document per appliance.yaml',
+      });
+    }
     const what = yamlError.message.split('\n')[0]?.replace(/ at line \d+, column \d+:?$/, '');
-    throw new ApplianceError(`${origin}:${line}: invalid YAML: ${what}`, { hint: 'fix the syntax' });
+    throw new ApplianceError(`${origin}:${line}: invalid YAML: ${shownText(what ?? '')}`, {
+      hint: 'fix the syntax',
+    });
   }
-  const data: unknown = doc.toJS() ?? {};
+  let data: unknown;
+  try {
+    data = doc.toJS({ maxAliasCount: 100 }) ?? {};
+  } catch (e) {
+    if (e instanceof ReferenceError && /alias/i.test(e.message)) {
+      throw new ApplianceError(`${origin}: YAML aliases (*name) expand to too many values`, {
+        hint: 'write the values out, or use fewer aliases (at most 100 expansions)',
+      });
+    }
+    throw new ApplianceError(`${origin}: invalid YAML: ${shownText(String((e as Error).message))}`, {
+      hint: 'fix the syntax',
+    });
+  }
   if (typeof data !== 'object' || Array.isArray(data) || data === null) {
     throw new ApplianceError(
       `${origin}: expected a mapping of settings at the top level, got ${describeValue(data)}`,
@@ -180,23 +205,58 @@ function finish(settings: ApplianceSettings, source: string): ApplianceConfig {
   };
 }
 
-/** Load appliance.yaml from `path`, or the embedded default when none is given. */
-export function loadAppliance(path?: string): ApplianceConfig {
-  const file = path ?? defaultConfigPath();
-  let text: string;
+/** Text cut to ~80 characters for an error line. */
+function shownText(text: string): string {
+  return text.length > 80 ? `${text.slice(0, 60)}…(${text.length} characters)` : text;
+}
+
+/**
+ * The appliance.yaml a command uses: `path` when given, else ./appliance.yaml when the current
+ * folder has one (`local` is then true), else the embedded default.
+ */
+export function configPath(path?: string): { file: string; local: boolean } {
+  if (path !== undefined) return { file: path, local: false };
+  const embedded = defaultConfigPath();
+  const here = resolve('appliance.yaml');
+  if (!existsSync(here)) return { file: embedded, local: false };
+  let same = false;
   try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    const why =
-      code === 'ENOENT'
-        ? 'does not exist'
-        : code === 'EISDIR'
-          ? 'is a folder'
-          : code === 'EACCES'
-            ? 'is not readable'
-            : String(code);
-    throw new ApplianceError(`config file ${file} ${why}`, { hint: 'pass an appliance.yaml with --config' });
+    same = realpathSync(here) === realpathSync(embedded);
+  } catch {
+    same = false;
   }
+  return { file: here, local: !same };
+}
+
+/**
+ * Load appliance.yaml from `path`; without one, ./appliance.yaml when present (said on stderr),
+ * else the embedded default. The file must be a readable regular file: a FIFO, folder, device
+ * or /proc path is refused before it is opened (reading a FIFO would block past Ctrl-C).
+ */
+export function loadAppliance(path?: string): ApplianceConfig {
+  const { file, local } = configPath(path);
+  const text = readInputFile('config file', file, 'pass an appliance.yaml with --config').toString('utf8');
+  if (local) info('using ./appliance.yaml');
   return parseAppliance(text, file);
+}
+
+/**
+ * Check one value against the schema of the setting at `path` (e.g. ["dataDisk", "size"]), the
+ * way appliance.yaml is checked; returns the problem, or undefined when the value is fine. Lets
+ * command-line flags that mirror a setting accept exactly what the config accepts.
+ */
+export function parseSetting(path: readonly string[], value: unknown): string | undefined {
+  let schema: unknown = applianceSchema;
+  for (const p of path) schema = shapeOf(schema)?.[p];
+  for (let i = 0; i < 5; i++) {
+    const s = schema as { def?: { type?: string; innerType?: unknown } } | undefined;
+    if (!s?.def || !['default', 'prefault', 'optional'].includes(s.def.type ?? '')) break;
+    schema = s.def.innerType;
+  }
+  const leaf = schema as z.ZodType | undefined;
+  if (!leaf?.safeParse) throw new Error(`no setting ${path.join('.')} in the schema`);
+  const result = leaf.safeParse(value);
+  if (result.success) return undefined;
+  const issue = result.error.issues[0];
+  return issue ? issueMessage(issue, value).text : 'invalid value';
 }

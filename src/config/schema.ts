@@ -4,6 +4,7 @@
  */
 import { isIPv4 } from 'node:net';
 import { z } from 'zod';
+import { shownValue } from '../fsguard.js';
 import { kernelVersionProblem } from './kernel.js';
 import {
   buildrootSymbolPattern,
@@ -18,7 +19,38 @@ import {
   volumePattern,
 } from './values.js';
 
-const shown = (v: unknown) => JSON.stringify(v);
+const shown = shownValue;
+
+/** Settings that may hold line breaks: shell commands run over SSH, never written into a file. */
+const multiLine = (path: readonly PropertyKey[]) =>
+  path[0] === 'smoke' && path[1] === 'checks' && path[3] === 'run';
+
+/**
+ * No value may carry a control character (a line break above all) into a systemd unit, TOML or
+ * XML file: one in `docuum.keep` would split an ExecStart= line. Checked over every string, so
+ * a new setting is covered without a rule of its own.
+ */
+function refuseControlCharacters(value: unknown, ctx: z.RefinementCtx, path: PropertyKey[] = []): void {
+  if (typeof value === 'string') {
+    const ok = multiLine(path) ? ['\t', '\n'] : [];
+    const bad = [...value].find((c) => (c < ' ' || c === '\x7f') && !ok.includes(c));
+    if (bad !== undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path,
+        message: `must not contain ${bad === '\n' || bad === '\r' ? 'a line break' : `the control character ${JSON.stringify(bad)}`}, got ${shown(value)}`,
+      });
+  } else if (Array.isArray(value)) {
+    value.forEach((v, i) => {
+      refuseControlCharacters(v, ctx, [...path, i]);
+    });
+  } else if (value && typeof value === 'object') {
+    for (const [k, v] of Object.entries(value)) {
+      refuseControlCharacters(k, ctx, [...path, k]);
+      refuseControlCharacters(v, ctx, [...path, k]);
+    }
+  }
+}
 
 const size = (what: string, min: number, max: number) =>
   z
@@ -323,6 +355,7 @@ export const applianceSchema = z
       description: 'Extra rootfs overlay folders, relative to appliance.yaml; copied into the rendered tree.',
     }),
   })
+  .superRefine((settings, ctx) => refuseControlCharacters(settings, ctx))
   .meta({
     title: 'runner-appliance',
     description: 'One appliance: a Buildroot VM running a GitLab Runner with Docker.',

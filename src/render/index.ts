@@ -1,8 +1,9 @@
 /** The render stage: appliance config → br2-external tree on disk. */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { ApplianceConfig } from '../config/index.js';
 import { ApplianceError } from '../errors.js';
+import { readInputFile } from '../fsguard.js';
 import { buildTree, type HashPins } from './files.js';
 import { type Tree, type WriteResult, writeTree } from './tree.js';
 
@@ -18,9 +19,12 @@ export function hashPinsPath(config: ApplianceConfig): string {
 export function readHashPins(config: ApplianceConfig): HashPins {
   const path = hashPinsPath(config);
   if (!existsSync(path)) return {};
+  const text = readInputFile('hash pins', path, "remove it or run 'appliance pin-hashes' again").toString(
+    'utf8',
+  );
   let data: unknown;
   try {
-    data = JSON.parse(readFileSync(path, 'utf8'));
+    data = JSON.parse(text);
   } catch (e) {
     throw new ApplianceError(`${path} is not valid JSON (${(e as Error).message})`, {
       hint: "fix it or run 'appliance pin-hashes' again",

@@ -2,7 +2,7 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { runCli, tempDir } from '../helpers.js';
+import { runCli, runCliAsync, tempDir } from '../helpers.js';
 
 const key = 'AAAAC3NzaC1lZDI1NTE5AAAAIHh2Y2N0b3JzLXRlc3Qta2V5LW5vdC1hLXJlYWwta2V5';
 
@@ -108,6 +108,30 @@ const cases: [string, string, RegExp][] = [
     /overlays\[0\]: folder "does-not-exist" does not exist/,
   ],
   [
+    'a line break in a value written into a unit',
+    'docuum:\n  keep: ["a\\nb"]\n',
+    /:2: docuum\.keep\[0\]: must not contain a line break, got "a\\nb"/,
+  ],
+  [
+    'a control character in a value written into TOML',
+    'runner:\n  volumes: ["/cache\\u0007"]\n',
+    /runner\.volumes\[0\]: .*(must not contain the control character|expected a volume)/,
+  ],
+  [
+    'a line break in a Buildroot symbol name',
+    'buildroot:\n  symbols:\n    "BR2_X\\n": y\n',
+    /buildroot\.symbols\."BR2_X\\n": expected a Buildroot symbol/,
+  ],
+  ['more than one YAML document', 'name: a1\n---\nname: b2\n', /:2: holds more than one YAML document/],
+  [
+    'a YAML alias bomb',
+    [
+      'a: &a [x, x, x, x, x, x, x, x, x]',
+      ...'bcdefgh'.split('').map((c, i) => `${c}: &${c} [${Array(9).fill(`*${'abcdefgh'[i]}`).join(', ')}]`),
+    ].join('\n'),
+    /YAML aliases \(\*name\) expand to too many values/,
+  ],
+  [
     'executor other than docker',
     'runner:\n  executor: shell\n',
     /runner\.executor: expected one of "docker", got string "shell"/,
@@ -116,12 +140,12 @@ const cases: [string, string, RegExp][] = [
 
 describe('bad appliance.yaml', () => {
   for (const [title, yaml, expected] of cases) {
-    it(title, () => {
+    it(title, async () => {
       const dir = tempDir();
       const config = join(dir, 'appliance.yaml');
       writeFileSync(config, yaml);
       const out = join(dir, 'out');
-      const r = runCli(['render', '--config', config, '--out', out]);
+      const r = await runCliAsync(['render', '--config', config, '--out', out]);
       expect(r.status).toBe(2);
       const lines = r.stderr.trimEnd().split('\n');
       expect(lines).toHaveLength(1);
@@ -147,6 +171,26 @@ describe('bad appliance.yaml', () => {
     const r = runCli(['render', '--config', join(dir, 'x.yaml'), '--out', join(dir, 'o')]);
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/is a folder/);
+  });
+
+  it('a 10 MB value is shown cut short in a line of reasonable length', async () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, 'big.yaml'), `name: ${'x'.repeat(10_000_000)}\n`);
+    const r = await runCliAsync(['validate', '--config', join(dir, 'big.yaml')]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(
+      /^error: .*big\.yaml:1: name: expected a lower-case name .*\(10000002 characters\)/,
+    );
+    expect(r.stderr.length).toBeLessThan(400);
+  });
+
+  it('a multi-line smoke check command is fine (it is run over SSH, never written into a file)', async () => {
+    const dir = tempDir();
+    writeFileSync(
+      join(dir, 'a.yaml'),
+      'smoke:\n  checks:\n    - name: two\n      run: |\n        true\n        true\n',
+    );
+    expect((await runCliAsync(['validate', '--config', join(dir, 'a.yaml')])).status).toBe(0);
   });
 
   it('an unknown flag fails with exit 2', () => {

@@ -1,4 +1,13 @@
-import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
@@ -15,7 +24,7 @@ import {
   renderTree,
   writeTree,
 } from '../../src/render/index.js';
-import { repoRoot, runCli, tempDir } from '../helpers.js';
+import { repoRoot, runCli, runCliAsync, tempDir } from '../helpers.js';
 
 const config = loadAppliance();
 
@@ -208,5 +217,91 @@ describe('writing over an existing tree', () => {
     expect(statSync(join(out, 'board/post-build.sh')).mode & 0o777).toBe(0o755);
     chmodSync(join(out, 'board/post-build.sh'), 0o644);
     expect(diffTree(out, buildTree(config)).changed).toEqual(['board/post-build.sh']);
+  });
+});
+
+describe('render refuses what it must not touch, and leaves nothing behind', () => {
+  it('libvirt render refuses a tree made by render, and the other way round (it deleted 35 files)', async () => {
+    const dir = tempDir();
+    const external = join(dir, 'external');
+    expect((await runCliAsync(['render', '--out', external])).status).toBe(0);
+    const before = readFileSync(join(external, manifestName), 'utf8');
+    const r = await runCliAsync(['libvirt', 'render', '--out', external]);
+    expect(r.status).toBe(2);
+    expect(r.stderr.trim()).toMatch(
+      /^error: .*external holds a tree made by 'appliance render': 'appliance libvirt render' would replace it: choose another --out$/,
+    );
+    expect(readFileSync(join(external, manifestName), 'utf8')).toBe(before);
+    expect(existsSync(join(external, 'external.desc'))).toBe(true);
+    const lv = join(dir, 'lv');
+    expect((await runCliAsync(['libvirt', 'render', '--out', lv])).status).toBe(0);
+    const back = await runCliAsync(['render', '--out', lv]);
+    expect(back.status).toBe(2);
+    expect(back.stderr).toMatch(/holds a tree made by 'appliance libvirt render'/);
+    expect(readdirSync(lv).filter((f) => f.endsWith('.xml'))).toHaveLength(3);
+  });
+
+  it('a manifest from before kinds is told by its files', () => {
+    const out = join(tempDir(), 'ext');
+    writeTree(out, buildTree(config));
+    const m = JSON.parse(readFileSync(join(out, manifestName), 'utf8'));
+    delete m.kind;
+    writeFileSync(join(out, manifestName), JSON.stringify(m));
+    const libvirtLike = new Map([['x.xml', { content: Buffer.from('<x/>'), mode: 0o644 as const }]]);
+    expect(() => writeTree(out, libvirtLike, { kind: 'libvirt' })).toThrow(/made by 'appliance render'/);
+  });
+
+  it('a path too deep for the file system is refused before any folder is made (it left 20)', async () => {
+    const dir = tempDir();
+    const deep = join(dir, ...Array(21).fill('d'.repeat(190)));
+    const r = await runCliAsync(['render', '--out', deep]);
+    expect(r.status).toBe(2);
+    expect(r.stderr.trim()).toMatch(/^error: the tree's longest path would be \d+ bytes, more than the 4095/);
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it('a failed write removes the folders it created for the tree', () => {
+    const dir = tempDir();
+    const bad = buildTree(config);
+    bad.set('../escape', { content: Buffer.from('x'), mode: 0o644 });
+    expect(() => writeTree(join(dir, 'a', 'b', 'ext'), bad)).toThrow(/could not write/);
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it('render --out / is refused without walking the file system', async () => {
+    const r = await runCliAsync(['render', '--out', '/']);
+    expect(r.status).toBe(2);
+    expect(r.stderr.trim()).toBe(
+      'error: --out / is a system folder that appliance will not write into: choose a new or empty folder',
+    );
+  });
+
+  it('renders into a bind-mounted folder (renaming a mount point failed with EBUSY)', async (ctx) => {
+    const dir = tempDir();
+    const source = join(dir, 'source');
+    const mnt = join(dir, 'mnt');
+    mkdirSync(source);
+    mkdirSync(mnt);
+    if (spawnSync('mount', ['--bind', source, mnt]).status !== 0) {
+      process.stderr.write('\n[skip] bind mount: mount --bind is not allowed here\n');
+      ctx.skip();
+    }
+    try {
+      const first = await runCliAsync(['render', '--out', mnt]);
+      expect(first.status, first.stderr).toBe(0);
+      expect(diffTree(mnt, buildTree(config))).toEqual({ changed: [], missing: [], extra: [] });
+      writeFileSync(join(mnt, 'package', 'mine.txt'), 'kept\n');
+      const other = join(dir, 'other.yaml');
+      writeFileSync(other, 'name: other-name\n');
+      const second = await runCliAsync(['render', '--config', other, '--out', mnt]);
+      expect(second.status, second.stderr).toBe(0);
+      expect(existsSync(join(mnt, 'configs/other_name_x86_64_defconfig'))).toBe(true);
+      expect(existsSync(join(mnt, 'configs/runner_appliance_x86_64_defconfig'))).toBe(false);
+      expect(readFileSync(join(mnt, 'package', 'mine.txt'), 'utf8')).toBe('kept\n');
+      expect(readdirSync(mnt).filter((f) => f.startsWith('.appliance-') && f !== manifestName)).toEqual([]);
+      expect(readdirSync(dir).sort()).toEqual(['mnt', 'other.yaml', 'source']);
+    } finally {
+      spawnSync('umount', [mnt]);
+    }
   });
 });

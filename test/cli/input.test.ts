@@ -1,0 +1,236 @@
+/**
+ * Every command checks its paths and flags before it does anything: a bad value gives one line,
+ * exit 2, and nothing is written. Runs that used to hang (a FIFO, procfs) run under a timeout, so
+ * a regression fails instead of hanging.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { cliPath, repoRoot, tempDir } from '../helpers.js';
+
+/** Run the CLI (or `file`) without blocking the test worker, killed after `seconds` (status -1 then). */
+function cli(args: string[], options: { cwd?: string; seconds?: number } = {}) {
+  return run(process.execPath, [cliPath, ...args], options);
+}
+
+function run(
+  file: string,
+  args: string[],
+  options: { cwd?: string; seconds?: number } = {},
+): Promise<{ status: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, {
+      cwd: options.cwd ?? repoRoot,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => {
+      stdout += String(d);
+    });
+    child.stderr.on('data', (d) => {
+      stderr += String(d);
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), (options.seconds ?? 20) * 1000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ status: code ?? -1, stdout, stderr });
+    });
+  });
+}
+
+/** One `error:` line matching `pattern`, exit 2, nothing on stdout. */
+async function refused(args: string[], pattern: RegExp, cwd?: string) {
+  const r = await cli(args, { cwd });
+  expect(r.status, `${args.join(' ')}: ${r.stderr}`).toBe(2);
+  const lines = r.stderr.trimEnd().split('\n');
+  expect(lines, r.stderr).toHaveLength(1);
+  expect(lines[0]).toMatch(/^error: /);
+  expect(lines[0]).toMatch(pattern);
+  expect(r.stdout).toBe('');
+}
+
+describe('paths are checked before any work', () => {
+  const dir = tempDir();
+  const fifo = join(dir, 'fifo.yaml');
+  spawnSync('mkfifo', [fifo]);
+
+  it('render --out under /proc is refused at once (it used to spin past SIGINT and SIGTERM)', async () => {
+    await refused(['render', '--out', '/proc/x'], /--out \/proc\/x is under \/proc/);
+    await refused(['render', '--out', '/sys/kernel/x'], /is under \/sys/);
+    await refused(['libvirt', 'render', '--out', '/proc/x'], /is under \/proc/);
+  });
+
+  it('a config that is a FIFO without a writer is refused, not read forever', async () => {
+    for (const cmd of [['validate'], ['render', '--out', join(dir, 'o')], ['libvirt', 'nwfilter']])
+      await refused([...cmd, '-c', fifo], /config file .*fifo\.yaml is a FIFO, not a regular file/);
+    await refused(['validate', '-c', '/dev/zero'], /is a character device, not a regular file/);
+    await refused(['validate', '-c', '/proc/self/status'], /is under \/proc/);
+    expect(existsSync(join(dir, 'o'))).toBe(false);
+  });
+
+  it('a FIFO inside an overlay folder or as appliance.hashes.json is refused, not read forever', async () => {
+    const d = tempDir();
+    mkdirSync(join(d, 'extra'));
+    spawnSync('mkfifo', [join(d, 'extra', 'pipe')]);
+    writeFileSync(join(d, 'appliance.yaml'), 'overlays: [extra]\n');
+    await refused(
+      ['render', '-c', join(d, 'appliance.yaml'), '--out', join(d, 'o')],
+      /overlay file .*pipe is not a regular file/,
+    );
+    const e = tempDir();
+    writeFileSync(join(e, 'appliance.yaml'), '');
+    spawnSync('mkfifo', [join(e, 'appliance.hashes.json')]);
+    await refused(
+      ['render', '-c', join(e, 'appliance.yaml'), '--out', join(e, 'o')],
+      /hash pins .* is a FIFO/,
+    );
+    expect(existsSync(join(d, 'o')) || existsSync(join(e, 'o'))).toBe(false);
+  });
+
+  it('render refuses / and other system folders without walking them', async () => {
+    await refused(['render', '--out', '/'], /--out \/ is a system folder/);
+    await refused(['render', '--out', '/usr'], /--out \/usr is a system folder/);
+    await refused(['pin-hashes', '--dl-dir', dir, '--out', '/etc'], /--out \/etc is a system folder/);
+  });
+
+  it('file outputs: a folder, a missing folder, a FIFO, /proc are refused and nothing is left', async () => {
+    for (const cmd of [['schema'], ['libvirt', 'domain'], ['libvirt', 'nwfilter'], ['sbom']]) {
+      await refused([...cmd, '--out', dir], new RegExp(`--out ${dir} is a folder; name a file`));
+      await refused(
+        [...cmd, '--out', join(dir, 'missing', 'x')],
+        /folder .*missing does not exist: create it first/,
+      );
+      await refused([...cmd, '--out', fifo], /is a FIFO, not a regular file/);
+      await refused([...cmd, '--out', '/proc/x.json'], /is under \/proc/);
+    }
+    expect(readdirSync(dir)).toEqual(['fifo.yaml']);
+  });
+
+  it('writes --out atomically through a temporary file in the same folder', async () => {
+    const out = join(dir, 'schema.json');
+    expect((await cli(['schema', '--out', out])).status).toBe(0);
+    expect(JSON.parse(readFileSync(out, 'utf8')).title).toBe('runner-appliance');
+    expect(readdirSync(dir).sort()).toEqual(['fifo.yaml', 'schema.json']);
+  });
+
+  it('input paths: doctor --buildroot /missing and --probe-kernel /missing stop before any probe', async () => {
+    await refused(['doctor', '--buildroot', '/missing'], /--buildroot \/missing does not exist/);
+    await refused(['doctor', '--probe-kernel', '/missing'], /--probe-kernel \/missing does not exist/);
+    await refused(['doctor', '--probe-kernel', dir], /is a folder, not a regular file/);
+    await refused(['check', '--tree', '/missing'], /--tree \/missing does not exist/);
+    await refused(['smoke', '--kernel', fifo, '--rootfs', fifo], /--kernel .* is a FIFO/);
+    await refused(['smoke', '--artifacts', '/missing'], /--artifacts \/missing does not exist/);
+    await refused(
+      ['vm', 'define', '--kernel', '/missing', '--rootfs', '/missing'],
+      /--kernel \/missing does not exist/,
+    );
+  });
+});
+
+describe('numeric flags are validated before anything is done', () => {
+  const cases: [string[], RegExp][] = [
+    [['vm', 'stop', '--timeout', '2m', '--force'], /--timeout "2m" is not a whole number of seconds/],
+    [['vm', 'stop', '--timeout', 'abc', '--force'], /--timeout "abc" is not a whole number/],
+    [['vm', 'stop', '--timeout', '-5'], /--timeout "-5" is not a whole number of seconds from 1/],
+    [
+      ['vm', 'update', '--stop-timeout', 'abc', '--kernel', 'k', '--rootfs', 'r'],
+      /--stop-timeout "abc" is not/,
+    ],
+    [['build', '--jobs', ''], /--jobs "" is not a number of jobs/],
+    [['build', '--jobs', ' '], /--jobs " " is not a number of jobs/],
+    [['build', '--jobs', '1e2'], /--jobs "1e2" is not a number of jobs/],
+    [['smoke', '--timeout', '5'], /--timeout "5" is not a whole number of seconds from 10/],
+    [['smoke', '--hold', '1.5'], /--hold "1.5" is not a whole number of seconds from 0 to 3600/],
+    [
+      ['disk', 'create', '/tmp/never.img', '--size', '64M'],
+      /--size "64M" is not a size that dataDisk\.size accepts \(Data disk size must be between 1024 MiB/,
+    ],
+    [['disk', 'create', '/tmp/never.img', '--size', '2m'], /--size "2m" is not a size/],
+  ];
+  for (const [args, pattern] of cases) it(args.join(' '), () => refused(args, pattern));
+});
+
+describe('option values and combinations', () => {
+  it('refuses a value that starts with "-" (a forgotten value), on every option', async () => {
+    const dir = tempDir();
+    await refused(['render', '--out', '--force'], /--out needs a value, got the option-like "--force"/, dir);
+    await refused(['libvirt', 'domain', '--kernel', '-x'], /--kernel needs a value/);
+    await refused(['validate', '--config', '--verbose'], /--config/);
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it('refuses repeated --credential names', async () => {
+    await refused(
+      ['libvirt', 'domain', '--credential', 'a=/x', '--credential', 'a=/y'],
+      /--credential a is given twice/,
+    );
+    await refused(['libvirt', 'domain', '--credential', 'a='], /--credential "a=" is not NAME=FILE/);
+  });
+
+  it('refuses --network together with --bridge', async () => {
+    await refused(
+      ['libvirt', 'domain', '--network', 'n', '--bridge', 'br0'],
+      /--network .* cannot be used with .*--bridge/,
+    );
+    await refused(
+      ['vm', 'define', '--kernel', 'k', '--rootfs', 'r', '--network', 'n', '--bridge', 'br0'],
+      /cannot be used with/,
+    );
+  });
+
+  it('vm status: a malformed URI exits 2, a connection that fails exits 3 (it printed "undefined", exit 0)', async () => {
+    await refused(
+      ['vm', 'status', '--connect', 'bogus:///x'],
+      /--connect "bogus:\/\/\/x" is not a libvirt URI/,
+    );
+    const r = await cli(['vm', 'status', '--connect', 'qemu+unix:///system?socket=/nonexistent/sock']);
+    expect(r.status, r.stderr).toBe(3);
+    expect(r.stderr).toMatch(/^error: cannot connect to libvirt at qemu\+unix/);
+    expect(r.stdout).toBe('');
+  });
+});
+
+describe('defaults', () => {
+  it('--version and -V print the package version; -v stays verbose', async () => {
+    const version = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')).version;
+    for (const flag of ['--version', '-V']) {
+      const r = await cli([flag]);
+      expect(r.status).toBe(0);
+      expect(r.stdout).toBe(`${version}\n`);
+    }
+    expect((await cli(['-v', 'validate'])).status).toBe(0);
+  });
+
+  it('uses ./appliance.yaml when the current folder has one, and says so', async () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, 'appliance.yaml'), 'name: local-one\n');
+    const r = await cli(['validate'], { cwd: dir });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toBe('using ./appliance.yaml\n');
+    expect(JSON.parse(r.stdout).name).toBe('local-one');
+    const render = await cli(['render', '--out', 'ext'], { cwd: dir });
+    expect(render.status, render.stderr).toBe(0);
+    expect(readFileSync(join(dir, 'ext/external.desc'), 'utf8')).toMatch(/^name: LOCAL_ONE$/m);
+    const elsewhere = tempDir();
+    const d = await cli(['validate'], { cwd: elsewhere });
+    expect(d.stderr).toBe('');
+    expect(JSON.parse(d.stdout).name).toBe('runner-appliance');
+  });
+
+  it('output longer than a pipe buffer reaches a slow reader whole', async () => {
+    const dir = tempDir();
+    const checks = Array.from({ length: 3000 }, (_, i) => `    - {name: c${i}, run: "echo ${i}"}`);
+    writeFileSync(join(dir, 'big.yaml'), `smoke:\n  checks:\n${checks.join('\n')}\n`);
+    const r = await run(
+      'bash',
+      ['-o', 'pipefail', '-c', `"${process.execPath}" "${cliPath}" validate -c big.yaml | (sleep 1; cat)`],
+      { cwd: dir },
+    );
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout.length).toBeGreaterThan(128 * 1024);
+    expect(JSON.parse(r.stdout).smoke.checks).toHaveLength(3000);
+  });
+});
