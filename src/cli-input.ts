@@ -61,6 +61,17 @@ export function setting(
   };
 }
 
+/** A sha256 written as 64 hex digits. */
+export function sha256Hex(flag: string): (value: string) => string {
+  return (value: string) => {
+    if (!/^[0-9a-fA-F]{64}$/.test(value))
+      throw new ApplianceError(`${flag} ${shownValue(value)} is not a sha256 of 64 hex digits`, {
+        hint: `pass the tarball's sha256, e.g. from 'sha256sum'`,
+      });
+    return value.toLowerCase();
+  };
+}
+
 export interface Credential {
   name: string;
   file: string;

@@ -19,6 +19,7 @@ import {
   refuseDashValues,
   seconds,
   setting,
+  sha256Hex,
   wholeNumber,
 } from './cli-input.js';
 import {
@@ -173,7 +174,7 @@ buildroot
   )
   .option('--from-dir <dir>', 'a local folder holding the extracted release')
   .option('--url <url>', 'download this tarball instead of the pinned URL')
-  .option('--sha256 <hash>', 'expected sha256 of the tarball')
+  .option('--sha256 <hash>', 'expected sha256 of the tarball', sha256Hex('--sha256'))
   .option('--dest <dir>', 'where to put the tree (default: the cache)')
   .action(
     async (opts: {

@@ -149,6 +149,19 @@ describe('numeric flags are validated before anything is done', () => {
       /--size "64M" is not a size that dataDisk\.size accepts \(Data disk size must be between 1024 MiB/,
     ],
     [['disk', 'create', '/tmp/never.img', '--size', '2m'], /--size "2m" is not a size/],
+    [
+      [
+        'buildroot',
+        'fetch',
+        '--url',
+        'http://127.0.0.1:9/x.tar.gz',
+        '--sha256',
+        'abc',
+        '--dest',
+        '/tmp/never-br',
+      ],
+      /--sha256 "abc" is not a sha256 of 64 hex digits/,
+    ],
   ];
   for (const [args, pattern] of cases) it(args.join(' '), () => refused(args, pattern));
 });
