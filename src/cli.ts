@@ -1,6 +1,6 @@
 /** The `appliance` command line. Each command is a thin layer over one stage module. */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import {
   build,
@@ -726,8 +726,11 @@ program
       ] as const)
         maybe(inputFile, flag, path);
       maybe(inputDir, '--artifacts', o.artifacts);
-      outputDir('--out', o.out, { refuseSystemRoots: true });
-      maybe(outputFile, '--junit', o.junit);
+      const outDir = outputDir('--out', o.out, { refuseSystemRoots: true });
+      // A report directly inside a --out folder that smoke is about to create cannot clash yet.
+      const junitInNewOut =
+        o.junit !== undefined && dirname(resolve(o.junit)) === outDir && !existsSync(outDir);
+      if (o.junit !== undefined && !junitInNewOut) outputFile('--junit', o.junit);
       const config = loadAppliance(o.config);
       let { kernel, rootfs } = o;
       if (o.artifacts) {

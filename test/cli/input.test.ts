@@ -128,6 +128,47 @@ describe('paths are checked before any work', () => {
       /--kernel \/missing does not exist/,
     );
   });
+
+  it('smoke --junit may name a file inside the --out folder that smoke will create (as the CI template does)', async () => {
+    const work = tempDir();
+    const image = join(work, 'image');
+    writeFileSync(image, '');
+    const badConfig = join(work, 'bad.yaml');
+    writeFileSync(badConfig, 'nmae: x\n');
+    const out = join(work, 'smoke');
+    // The paths pass; the run stops at the config, which is checked next, before anything boots.
+    const r = await cli([
+      'smoke',
+      '-c',
+      badConfig,
+      '--kernel',
+      image,
+      '--rootfs',
+      image,
+      '--out',
+      out,
+      '--junit',
+      join(out, 'junit.xml'),
+    ]);
+    expect(r.status, r.stderr).toBe(2);
+    expect(r.stderr).not.toContain('--junit');
+    expect(r.stderr).toMatch(/nmae/);
+    expect(existsSync(out)).toBe(false);
+    await refused(
+      [
+        'smoke',
+        '--kernel',
+        image,
+        '--rootfs',
+        image,
+        '--out',
+        out,
+        '--junit',
+        join(work, 'missing', 'junit.xml'),
+      ],
+      /--junit .* does not exist/,
+    );
+  });
 });
 
 describe('numeric flags are validated before anything is done', () => {
