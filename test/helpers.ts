@@ -48,11 +48,15 @@ export function commandExists(cmd: string): boolean {
   }
 }
 
-/** Run a command and collect its output without blocking the event loop. */
-function spawnCollect(
+/**
+ * Run a command and collect its output without blocking the event loop. With `seconds`, a command
+ * still running then is killed (SIGKILL) and resolves with status -1, so a hang fails a test
+ * instead of stalling the run.
+ */
+export function spawnCollect(
   file: string,
   args: string[],
-  options: { env?: NodeJS.ProcessEnv; cwd?: string; input?: string } = {},
+  options: { env?: NodeJS.ProcessEnv; cwd?: string; input?: string; seconds?: number } = {},
 ): Promise<CliResult> {
   return new Promise((resolvePromise, reject) => {
     const child = spawn(file, args, {
@@ -69,8 +73,15 @@ function spawnCollect(
       stderr += String(d);
       if (process.env.APPLIANCE_TEST_VERBOSE) process.stderr.write(d);
     });
+    const timer =
+      options.seconds === undefined
+        ? undefined
+        : setTimeout(() => child.kill('SIGKILL'), options.seconds * 1000);
     child.on('error', reject);
-    child.on('close', (code) => resolvePromise({ status: code ?? -1, stdout, stderr }));
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolvePromise({ status: code ?? -1, stdout, stderr });
+    });
     // A command that exits before reading its input closes the pipe: EPIPE here is not a failure
     // of the test (its exit status says what happened), and unhandled it would fail the whole run.
     child.stdin.on('error', (e: NodeJS.ErrnoException) => {

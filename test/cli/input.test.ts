@@ -3,42 +3,19 @@
  * exit 2, and nothing is written. Runs that used to hang (a FIFO, procfs) run under a timeout, so
  * a regression fails instead of hanging.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { cliPath, repoRoot, tempDir } from '../helpers.js';
+import { cliPath, repoRoot, spawnCollect, tempDir } from '../helpers.js';
 
 /** Run the CLI (or `file`) without blocking the test worker, killed after `seconds` (status -1 then). */
 function cli(args: string[], options: { cwd?: string; seconds?: number } = {}) {
   return run(process.execPath, [cliPath, ...args], options);
 }
 
-function run(
-  file: string,
-  args: string[],
-  options: { cwd?: string; seconds?: number } = {},
-): Promise<{ status: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, args, {
-      cwd: options.cwd ?? repoRoot,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => {
-      stdout += String(d);
-    });
-    child.stderr.on('data', (d) => {
-      stderr += String(d);
-    });
-    const timer = setTimeout(() => child.kill('SIGKILL'), (options.seconds ?? 20) * 1000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ status: code ?? -1, stdout, stderr });
-    });
-  });
+function run(file: string, args: string[], options: { cwd?: string; seconds?: number } = {}) {
+  return spawnCollect(file, args, { cwd: options.cwd ?? repoRoot, seconds: options.seconds ?? 20 });
 }
 
 /** One `error:` line matching `pattern`, exit 2, nothing on stdout. */

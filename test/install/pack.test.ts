@@ -3,31 +3,18 @@
  * run `appliance render`, `validate` and (with a Buildroot tree) `check` from there. A file the
  * CLI reads at run time but "files" in package.json leaves out fails here with ENOENT.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { repoRoot, skipReason, tempDir, testBuildroot } from '../helpers.js';
+import { repoRoot, skipReason, spawnCollect, tempDir, testBuildroot } from '../helpers.js';
 
 /** Run a command in a folder without blocking the worker; rejects on a non-zero exit. */
-function run(file: string, args: string[], cwd: string, env: NodeJS.ProcessEnv): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => {
-      stdout += String(d);
-    });
-    child.stderr.on('data', (d) => {
-      stderr += String(d);
-    });
-    child.on('error', reject);
-    child.on('close', (code) =>
-      code === 0
-        ? resolve(stdout)
-        : reject(new Error(`${file} ${args.join(' ')} exited ${code}: ${stderr.slice(-3000)}`)),
-    );
-  });
+async function run(file: string, args: string[], cwd: string, env: NodeJS.ProcessEnv): Promise<string> {
+  const r = await spawnCollect(file, args, { cwd, env });
+  if (r.status !== 0)
+    throw new Error(`${file} ${args.join(' ')} exited ${r.status}: ${r.stderr.slice(-3000)}`);
+  return r.stdout;
 }
 
 const npm = 'npm';
