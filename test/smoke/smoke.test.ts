@@ -266,7 +266,7 @@ describe('appliance smoke input errors', () => {
     const r = runCli(['smoke', '--kernel', '/nonexistent/bzImage', '--rootfs', '/nonexistent/rootfs']);
     expect(r.status).toBe(2);
     expect(r.stderr.trim()).toBe(
-      'error: kernel /nonexistent/bzImage does not exist or is not a file: pass an existing --kernel',
+      'error: --kernel /nonexistent/bzImage does not exist: pass an existing regular file',
     );
     expect(runCli(['smoke']).stderr).toMatch(
       /^error: no image to boot: pass --kernel and --rootfs, or --artifacts DIR/,
