@@ -114,37 +114,13 @@ describe('paths are checked before any work', () => {
     writeFileSync(badConfig, 'nmae: x\n');
     const out = join(work, 'smoke');
     // The paths pass; the run stops at the config, which is checked next, before anything boots.
-    const r = await cli([
-      'smoke',
-      '-c',
-      badConfig,
-      '--kernel',
-      image,
-      '--rootfs',
-      image,
-      '--out',
-      out,
-      '--junit',
-      join(out, 'junit.xml'),
-    ]);
+    const smoke = ['smoke', '--kernel', image, '--rootfs', image, '--out', out];
+    const r = await cli([...smoke, '-c', badConfig, '--junit', join(out, 'junit.xml')]);
     expect(r.status, r.stderr).toBe(2);
     expect(r.stderr).not.toContain('--junit');
     expect(r.stderr).toMatch(/nmae/);
     expect(existsSync(out)).toBe(false);
-    await refused(
-      [
-        'smoke',
-        '--kernel',
-        image,
-        '--rootfs',
-        image,
-        '--out',
-        out,
-        '--junit',
-        join(work, 'missing', 'junit.xml'),
-      ],
-      /--junit .* does not exist/,
-    );
+    await refused([...smoke, '--junit', join(work, 'missing', 'junit.xml')], /--junit .* does not exist/);
   });
 });
 

@@ -238,26 +238,35 @@ describe.skipIf(skip)('libvirt tier', () => {
     restoreKvm();
   });
 
-  async function bootGuest(name: string, filtered: boolean, credential?: string): Promise<string> {
-    const cfg = join(work, `${name}.yaml`);
-    writeFileSync(cfg, `name: ${name}\nvm: {memory: 512M, vcpus: 1}\ndataDisk: {size: 1G}\n`);
-    const args = [
+  /** `vm define|update` of config `cfg` with these images, on `connect` (default: the local libvirtd). */
+  function vmImageArgs(
+    command: 'define' | 'update',
+    cfg: string,
+    images: { kernel: string; initrd?: string; rootfs: string },
+    connect = uri,
+  ): string[] {
+    const initrd = images.initrd === undefined ? [] : ['--initrd', images.initrd];
+    return [
       'vm',
-      'define',
+      command,
       '--config',
       cfg,
       '--connect',
-      uri,
+      connect,
       '--pool',
       pool,
       '--kernel',
-      g.kernel,
-      '--initrd',
-      g.initrd,
+      images.kernel,
+      ...initrd,
       '--rootfs',
-      g.rootfs,
+      images.rootfs,
     ];
-    args.push('--network', network, '--accel', 'tcg');
+  }
+
+  async function bootGuest(name: string, filtered: boolean, credential?: string): Promise<string> {
+    const cfg = join(work, `${name}.yaml`);
+    writeFileSync(cfg, `name: ${name}\nvm: {memory: 512M, vcpus: 1}\ndataDisk: {size: 1G}\n`);
+    const args = [...vmImageArgs('define', cfg, g), '--network', network, '--accel', 'tcg'];
     if (!filtered) args.push('--no-filter');
     if (credential) {
       const file = join(work, `${name}.token`);
@@ -323,20 +332,7 @@ describe.skipIf(skip)('libvirt tier', () => {
       `mkdir -p ${newRoot}/etc && echo v2 > ${newRoot}/etc/version && mksquashfs ${newRoot} ${work}/rootfs-v2.squashfs -quiet -noappend`,
     ]);
     const r = await runCliAsync([
-      'vm',
-      'update',
-      '--config',
-      cfg,
-      '--connect',
-      uri,
-      '--pool',
-      pool,
-      '--kernel',
-      g.kernel,
-      '--initrd',
-      g.initrd,
-      '--rootfs',
-      join(work, 'rootfs-v2.squashfs'),
+      ...vmImageArgs('update', cfg, { ...g, rootfs: join(work, 'rootfs-v2.squashfs') }),
       '--network',
       network,
       '--accel',
@@ -425,20 +421,7 @@ describe.skipIf(skip)('libvirt tier', () => {
       writeFileSync(cfg, `name: ${name}\nvm: {memory: 512M, vcpus: 1}\ndataDisk: {size: 1G}\n`);
       defined.push(name);
       const define = await runCliAsync([
-        'vm',
-        'define',
-        '--config',
-        cfg,
-        '--connect',
-        remote,
-        '--pool',
-        pool,
-        '--kernel',
-        g.kernel,
-        '--initrd',
-        g.initrd,
-        '--rootfs',
-        g.rootfs,
+        ...vmImageArgs('define', cfg, g, remote),
         '--network',
         network,
         '--accel',
@@ -463,18 +446,7 @@ describe.skipIf(skip)('libvirt tier', () => {
     const cfg = join(work, `${name}.yaml`);
     writeFileSync(cfg, `name: ${name}\nvm: {memory: 512M, vcpus: 1}\n`);
     const r = runCli([
-      'vm',
-      'define',
-      '--config',
-      cfg,
-      '--connect',
-      uri,
-      '--pool',
-      pool,
-      '--kernel',
-      g.kernel,
-      '--rootfs',
-      g.rootfs,
+      ...vmImageArgs('define', cfg, { kernel: g.kernel, rootfs: g.rootfs }),
       '--bridge',
       'nosuchbr0',
       '--accel',
