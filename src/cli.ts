@@ -33,12 +33,11 @@ import { createDataDisk, formatDiskInfo, inspectDataDisk } from './disk/index.js
 import { formatFindings, runDoctor } from './doctor/index.js';
 import { ApplianceError, ExitCode, isApplianceError } from './errors.js';
 import { inputDir, inputFile, outputDir, outputFile, readInputFile, writeOutput } from './fsguard.js';
+import { type Accel, defaultImagePaths, libvirtSerialLog } from './guest/index.js';
 import {
-  type Accel,
   connection,
   consoleVm,
   type DefineOptions,
-  defaultImagePaths,
   defaultNetworkGateway,
   defineVm,
   destroyVm,
@@ -354,7 +353,7 @@ libvirtCmd
           fallback: !opts.bridge && opts.network === 'default' ? defaultNetworkGateway : undefined,
           where: opts.bridge ? `the LAN behind bridge ${opts.bridge}` : `network ${opts.network}`,
         }),
-        serialLog: opts.serialLog ?? `/var/log/libvirt/qemu/${config.name}-serial.log`,
+        serialLog: opts.serialLog ?? libvirtSerialLog(config.name),
         cmdline: opts.cmdline,
       });
       writeOutput('--out', opts.out, xml);

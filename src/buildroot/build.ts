@@ -3,10 +3,8 @@
  * symbols, plan the least rebuild, run make with a progress display and a full log, diagnose a
  * failure, and gather the images into an artifacts folder with a manifest.
  */
-import { createHash } from 'node:crypto';
 import {
   copyFileSync,
-  createReadStream,
   existsSync,
   mkdirSync,
   mkdtempSync,
@@ -19,12 +17,12 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import { type ApplianceConfig, type Arch, defconfigName } from '../config/index.js';
+import { sha256File, sha256Of } from '../digest.js';
 import { ApplianceError, ExitCode } from '../errors.js';
 import { info } from '../log.js';
 import { cacheDir } from '../paths.js';
-import { renderTree, sha256, writeTree } from '../render/index.js';
+import { renderTree, writeTree } from '../render/index.js';
 import { noteOnInterrupt, runCommand } from '../run/index.js';
 import { compareConfigs, explainProblems, type SymbolProblem } from './check.js';
 import { diagnoseBuildLog } from './diagnose.js';
@@ -116,12 +114,6 @@ function makeEnv(dlDir: string): Record<string, string> {
   return { BR2_DL_DIR: dlDir, TERM: 'dumb', BR2_CCACHE_DIR: join(cacheDir(), 'ccache') };
 }
 
-async function sha256File(path: string): Promise<string> {
-  const h = createHash('sha256');
-  await pipeline(createReadStream(path), h);
-  return h.digest('hex');
-}
-
 export async function build(config: ApplianceConfig, o: BuildOptions = {}): Promise<BuildResult> {
   const arch = o.arch ?? config.arch;
   const make = o.make ?? process.env.APPLIANCE_MAKE ?? 'make';
@@ -192,7 +184,7 @@ export async function build(config: ApplianceConfig, o: BuildOptions = {}): Prom
     next = {
       arch,
       config: snapshotConfig(dotConfig),
-      tree: Object.fromEntries([...tree].map(([path, f]) => [path, sha256(f.content)])),
+      tree: Object.fromEntries([...tree].map(([path, f]) => [path, sha256Of(f.content)])),
     };
   } finally {
     rmSync(scratch, { recursive: true, force: true });

@@ -1,17 +1,9 @@
 /** Finding, identifying and fetching Buildroot trees. */
-import { createHash } from 'node:crypto';
-import {
-  createReadStream,
-  createWriteStream,
-  existsSync,
-  mkdirSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-} from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { sha256File } from '../digest.js';
 import { ApplianceError, ExitCode } from '../errors.js';
 import { info } from '../log.js';
 import { cacheDir, packageRoot } from '../paths.js';
@@ -69,12 +61,6 @@ export function locateBuildroot(version: string, explicit?: string): string {
     );
   }
   return resolve(dir);
-}
-
-async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  await pipeline(createReadStream(path), hash);
-  return hash.digest('hex');
 }
 
 export interface FetchOptions {

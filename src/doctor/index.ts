@@ -3,8 +3,8 @@ import { existsSync, readdirSync, statfsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { buildrootVersionOf, cachedBuildrootDir, pythonWith } from '../buildroot/index.js';
 import type { ApplianceConfig } from '../config/index.js';
+import { guestMachine, probeKvm } from '../guest/index.js';
 import { cacheDir } from '../paths.js';
-import { probeKvm, qemuBinary } from '../qemu/index.js';
 import { hasTool, runCommand } from '../run/index.js';
 
 export type Status = 'ok' | 'warn' | 'fail';
@@ -132,7 +132,7 @@ export async function runDoctor(config: ApplianceConfig, options: DoctorOptions 
   findings.push(await tool('check', 'systemd-analyze', 'systemd', 'verifies the units'));
   findings.push(await tool('check', 'shellcheck', 'shellcheck', "check-package's shell checks"));
 
-  const qemu = qemuBinary(config.arch);
+  const qemu = guestMachine(config.arch).qemuBinary;
   const qemuFinding = await tool(
     'boot',
     qemu,

@@ -1,4 +1,4 @@
-export { defaultImagePaths, defaultPool, imageVolumes, libvirtTree, poolPath } from './tree.js';
+export { libvirtTree } from './tree.js';
 export {
   type Connection,
   connection,
@@ -14,7 +14,6 @@ export {
   vmStatus,
 } from './vm.js';
 export {
-  type Accel,
   blockedIPv4,
   blockedIPv6,
   type DomainOptions,
@@ -24,7 +23,6 @@ export {
   filterGateway,
   filterName,
   type ImageDigests,
-  kernelCmdline,
   metadataNamespace,
   nwfilterXml,
   recordedDigests,

@@ -1,43 +1,8 @@
-/**
- * Where an appliance's images live on the libvirt host: one naming rule, used by `vm define` for
- * the volumes it creates and by `libvirt render`/`libvirt domain` for the paths they show, and the
- * libvirt/ folder of a repository rendered with it.
- */
+/** The libvirt/ folder of a repository: the default appliance's XML, with the guest model's paths. */
 import type { ApplianceConfig } from '../config/index.js';
-import type { Tree } from '../render/index.js';
+import { defaultImagePaths, libvirtSerialLog } from '../guest/index.js';
+import type { Tree } from '../tree.js';
 import { domainXml, filterName, nwfilterXml } from './xml.js';
-
-export const defaultPool = 'runner-appliance';
-
-/** The folder of a storage pool that `vm define` creates (a `dir` pool). */
-export function poolPath(pool: string): string {
-  return `/var/lib/libvirt/images/${pool}`;
-}
-
-/** The volume names of an appliance's images in its pool. */
-export function imageVolumes(name: string) {
-  return {
-    kernel: `${name}-kernel`,
-    initrd: `${name}-initrd`,
-    rootfs: `${name}-rootfs`,
-    data: `${name}-data`,
-    credential: (credential: string) => `${name}-credential-${credential}`,
-  };
-}
-
-/** The paths of those volumes in a pool created by `vm define`; what the committed libvirt/ XML shows. */
-export function defaultImagePaths(name: string, pool = defaultPool) {
-  const dir = poolPath(pool);
-  const v = imageVolumes(name);
-  return {
-    kernel: `${dir}/${v.kernel}`,
-    initrd: `${dir}/${v.initrd}`,
-    rootfs: `${dir}/${v.rootfs}`,
-    dataDisk: `${dir}/${v.data}`,
-    credential: (credential: string) => `${dir}/${v.credential(credential)}`,
-    dir,
-  };
-}
 
 /** The committed libvirt/ folder: the default appliance's XML with the paths `vm define` uses. */
 export function libvirtTree(config: ApplianceConfig, gateway: string): Tree {
@@ -55,7 +20,7 @@ export function libvirtTree(config: ApplianceConfig, gateway: string): Tree {
       ],
       network: { type: 'network', name: 'default' },
       gateway,
-      serialLog: `/var/log/libvirt/qemu/${config.name}-serial.log`,
+      serialLog: libvirtSerialLog(config.name),
     });
     tree.set(`${config.name}.${accel}.xml`, { content: Buffer.from(xml), mode: 0o644 });
   }

@@ -6,20 +6,26 @@
  * uploaded, so an unchanged image is not uploaded again. The data disk volume is created once and
  * never replaced.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import type { ApplianceConfig } from '../config/index.js';
-import { createDataDisk, inspectDataDisk } from '../disk/index.js';
+import { sha256File } from '../digest.js';
 import { ApplianceError, ExitCode } from '../errors.js';
-import { info } from '../log.js';
-import { probeKvm } from '../qemu/index.js';
-import { type RunResult, runCommand, runInteractive } from '../run/index.js';
-import { defaultPool, imageVolumes, poolPath } from './tree.js';
 import {
   type Accel,
+  type AccelChoice,
+  chooseAccelerator,
+  createDataDisk,
+  defaultPool,
+  imageVolumes,
+  inspectDataDisk,
+  libvirtSerialLog,
+  poolPath,
+} from '../guest/index.js';
+import { info } from '../log.js';
+import { type RunResult, runCommand, runInteractive } from '../run/index.js';
+import {
   domainXml,
   filterGateway,
   filterName,
@@ -49,12 +55,6 @@ async function virsh(
     timeoutMs: options.timeoutMs ?? 120_000,
     hint: `check that libvirtd answers on ${conn.uri} ('appliance doctor')`,
   });
-}
-
-async function sha256File(path: string): Promise<string> {
-  const h = createHash('sha256');
-  await pipeline(createReadStream(path), h);
-  return h.digest('hex');
 }
 
 function requireFile(what: string, path: string | undefined): string {
@@ -140,7 +140,7 @@ export interface DefineOptions {
   gateway?: string;
   /** Attach the isolation filter (default true; a bridge needs a gateway from the flag or config). */
   filter?: boolean;
-  accel: Accel | 'auto';
+  accel: AccelChoice;
   cmdline?: string[];
 }
 
@@ -160,10 +160,7 @@ async function chooseAccel(
   });
   if (caps.exitCode !== 0) return 'tcg';
   if (!isLocal(conn)) return 'kvm';
-  const probe = await probeKvm(config.arch, kernel, 10);
-  if (probe.result !== 'works')
-    info(`KVM ${probe.result === 'hangs' ? 'hangs here' : 'is unavailable'}: using TCG`);
-  return probe.result === 'works' ? 'kvm' : 'tcg';
+  return chooseAccelerator(config.arch, kernel, 'auto');
 }
 
 async function networkGateway(conn: Connection, network: string): Promise<string> {
@@ -277,7 +274,7 @@ export async function defineVm(config: ApplianceConfig, conn: Connection, o: Def
     network: o.bridge ? { type: 'bridge', name: o.bridge } : { type: 'network', name: o.network },
     gateway,
     digests,
-    serialLog: `/var/log/libvirt/qemu/${config.name}-serial.log`,
+    serialLog: libvirtSerialLog(config.name),
     cmdline: o.cmdline,
   });
   await defineXml(conn, 'domain', xml);

@@ -1,13 +1,12 @@
 /** libvirt domain and nwfilter XML for an appliance (xmlbuilder2 escapes every value). */
-import { createHash } from 'node:crypto';
 import { isIPv4 } from 'node:net';
 import { isAbsolute } from 'node:path';
 import { create } from 'xmlbuilder2';
 import type { XMLBuilder } from 'xmlbuilder2/lib/interfaces.js';
 import type { ApplianceConfig, Arch } from '../config/index.js';
+import { uuidV5 } from '../digest.js';
 import { ApplianceError } from '../errors.js';
-
-export type Accel = 'kvm' | 'tcg';
+import { type Accel, guestMachine, kernelCmdline, memoryMiB } from '../guest/index.js';
 
 export interface DomainOptions {
   arch: Arch;
@@ -93,28 +92,11 @@ function checkPath(what: string, path: string): string {
 
 /** A stable UUID for an appliance name (RFC 4122 version 5 layout), so machine-id survives redefinition. */
 export function domainUuid(name: string): string {
-  const h = createHash('sha1').update(`runner-appliance:${name}`).digest();
-  h[6] = ((h[6] ?? 0) & 0x0f) | 0x50;
-  h[8] = ((h[8] ?? 0) & 0x3f) | 0x80;
-  const x = h.subarray(0, 16).toString('hex');
-  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20, 32)}`;
+  return uuidV5(`runner-appliance:${name}`, Buffer.alloc(0));
 }
 
 export function filterName(config: Pick<ApplianceConfig, 'name'>): string {
   return `${config.name}-isolate`;
-}
-
-export function kernelCmdline(arch: Arch, extra: string[] = []): string {
-  const console = arch === 'x86_64' ? 'ttyS0,115200' : 'ttyAMA0,115200';
-  return [
-    `console=${console}`,
-    'root=/dev/vda',
-    'ro',
-    'rootfstype=squashfs',
-    'rootwait',
-    'panic=-1',
-    ...extra,
-  ].join(' ');
 }
 
 export function domainXml(config: ApplianceConfig, o: DomainOptions): string {
@@ -149,8 +131,9 @@ export function domainXml(config: ApplianceConfig, o: DomainOptions): string {
         `kernel argument ${JSON.stringify(word)} contains white space or control characters`,
       );
   }
+  const machine = guestMachine(o.arch);
   const x86 = o.arch === 'x86_64';
-  const kib = Math.floor(config.memoryBytes / 1024);
+  const kib = memoryMiB(config) * 1024;
   const doc = create({ version: '1.0' });
   const dom = doc.ele('domain', {
     type: o.accel === 'kvm' ? 'kvm' : 'qemu',
@@ -177,13 +160,13 @@ export function domainXml(config: ApplianceConfig, o: DomainOptions): string {
       sysinfo.ele('entry', { name: `${credentialPrefix}${c.name}`, file: c.file });
   }
   const os = dom.ele('os');
-  os.ele('type', { arch: o.arch, machine: x86 ? 'q35' : 'virt' }).txt('hvm');
+  os.ele('type', { arch: o.arch, machine: machine.libvirtMachine }).txt('hvm');
   os.ele('kernel').txt(o.kernel);
   if (o.initrd) os.ele('initrd').txt(o.initrd);
-  os.ele('cmdline').txt(kernelCmdline(o.arch, o.cmdline));
+  os.ele('cmdline').txt(kernelCmdline(o.arch, o.cmdline).join(' '));
   const features = dom.ele('features');
   if (x86) features.ele('acpi');
-  else features.ele('gic', { version: '3' });
+  if (machine.gicVersion) features.ele('gic', { version: String(machine.gicVersion) });
   if (o.accel === 'kvm') dom.ele('cpu', { mode: 'host-passthrough', check: 'none' });
   else dom.ele('cpu', { mode: 'maximum', check: 'none' });
   dom.ele('clock', { offset: 'utc' });

@@ -12,8 +12,8 @@ import {
 } from '../config/index.js';
 import { ApplianceError } from '../errors.js';
 import { packageRoot } from '../paths.js';
+import { readFolder, type Tree } from '../tree.js';
 import { type ExternalPackage, externalPackages } from './packages.js';
-import { readFolder, type Tree } from './tree.js';
 
 const templatesDir = () => join(packageRoot(), 'src', 'render', 'templates');
 export const overlayDir = 'board/rootfs-overlay';

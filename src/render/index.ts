@@ -4,12 +4,12 @@ import { dirname, join } from 'node:path';
 import type { ApplianceConfig } from '../config/index.js';
 import { ApplianceError } from '../errors.js';
 import { readInputFile } from '../fsguard.js';
+import { type Tree, type WriteResult, writeTree } from '../tree.js';
 import { buildTree, type HashPins } from './files.js';
-import { type Tree, type WriteResult, writeTree } from './tree.js';
 
+export { diffTree, manifestName, type Tree, type WriteResult, writeTree } from '../tree.js';
 export { buildTree, defconfigSymbols, type HashPins, kernelFragment, overlayDir } from './files.js';
 export { type ExternalPackage, externalPackages } from './packages.js';
-export { diffTree, manifestName, sha256, type Tree, type WriteResult, writeTree } from './tree.js';
 
 /** The pinned source hashes live next to appliance.yaml, like a lock file. */
 export function hashPinsPath(config: ApplianceConfig): string {

@@ -22,10 +22,9 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import ssh2 from 'ssh2';
 import type { ApplianceConfig, Arch } from '../config/index.js';
-import { createDataDisk } from '../disk/index.js';
 import { ApplianceError, ExitCode } from '../errors.js';
+import { createDataDisk, guestMachine, probeKvm } from '../guest/index.js';
 import { info } from '../log.js';
-import { probeKvm, qemuBinary } from '../qemu/index.js';
 import { hasTool, runCommand, startBackground, tail } from '../run/index.js';
 import { junitXml, type TestCase } from './junit.js';
 import { connectWithBackoff, exec } from './ssh.js';
@@ -191,7 +190,7 @@ export async function runSmoke(config: ApplianceConfig, o: SmokeOptions): Promis
   const rootfs = requireFile('rootfs', o.rootfs);
   if (o.initrd) requireFile('initrd', o.initrd);
   if (o.dataDisk) requireFile('data-disk', o.dataDisk);
-  const qemu = qemuBinary(arch);
+  const qemu = guestMachine(arch).qemuBinary;
   if (!(await hasTool(qemu))) {
     throw new ApplianceError(`host tool '${qemu}' not found`, {
       hint: `apt-get install ${arch === 'x86_64' ? 'qemu-system-x86' : 'qemu-system-arm'}`,

@@ -106,7 +106,7 @@ const indirect: Record<string, string[]> = {
   'src/buildroot/build.ts make': ['make'],
   'src/doctor/index.ts name': [], // doctor's own tables, read by doctorPairs below
   'src/smoke/smoke.ts qemu': ['qemu-system-x86_64', 'qemu-system-aarch64'],
-  'src/qemu/accel.ts qemuBinary(arch)': ['qemu-system-x86_64', 'qemu-system-aarch64'],
+  'src/guest/machine.ts qemuBinary per arch': ['qemu-system-x86_64', 'qemu-system-aarch64'],
   "test/kernel/fragment.test.ts join(src, 'scripts/kconfig/merge_config.sh')": ['merge_config.sh'],
   'test/cli/input.test.ts sh -c: "X"': ['node'], // "${process.execPath}" "${cliPath}" …
   'test/render/determinism.test.ts sh -c: "$0"': ['node'], // exec "$0" "$@" with this Node as $0

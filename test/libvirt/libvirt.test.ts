@@ -13,7 +13,8 @@ import { request } from 'node:http';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { defaultImagePaths, recordedDigests } from '../../src/libvirt/index.js';
+import { defaultImagePaths } from '../../src/guest/index.js';
+import { recordedDigests } from '../../src/libvirt/index.js';
 import {
   commandExists,
   execAsync,

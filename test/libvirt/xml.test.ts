@@ -4,14 +4,13 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadAppliance, parseAppliance } from '../../src/config/index.js';
+import { defaultImagePaths, imageVolumes } from '../../src/guest/index.js';
 import {
   blockedIPv4,
   blockedIPv6,
   type DomainOptions,
-  defaultImagePaths,
   domainUuid,
   domainXml,
-  imageVolumes,
   libvirtTree,
   nwfilterXml,
   recordedDigests,

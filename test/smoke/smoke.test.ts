@@ -9,7 +9,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { probeKvm } from '../../src/qemu/index.js';
+import { probeKvm } from '../../src/guest/index.js';
 import { commandExists, execAsync, repoRoot, runCli, runCliAsync, skipReason, tempDir } from '../helpers.js';
 
 function prerequisite(): string | undefined {

@@ -4,7 +4,6 @@
  * generate, refuses to overwrite generated files that were edited since (unless forced), and
  * swaps the whole tree in with renames so a failure never leaves a half-written tree.
  */
-import { createHash } from 'node:crypto';
 import {
   chmodSync,
   copyFileSync,
@@ -23,8 +22,9 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { basename, dirname, join, relative, resolve, sep } from 'node:path';
-import { ApplianceError, ExitCode } from '../errors.js';
-import { outputDir } from '../fsguard.js';
+import { sha256Of } from './digest.js';
+import { ApplianceError, ExitCode } from './errors.js';
+import { outputDir } from './fsguard.js';
 
 export const manifestName = '.appliance-render.json';
 
@@ -67,15 +67,11 @@ export interface WriteResult {
   unchanged: boolean;
 }
 
-export function sha256(data: Buffer | string): string {
-  return createHash('sha256').update(data).digest('hex');
-}
-
 export function manifestOf(tree: Tree, kind: TreeKind = treeKind(tree.keys())): Buffer {
   const files: Manifest['files'] = {};
   for (const path of [...tree.keys()].sort()) {
     const f = tree.get(path);
-    if (f) files[path] = { sha256: sha256(f.content), mode: f.mode.toString(8) };
+    if (f) files[path] = { sha256: sha256Of(f.content), mode: f.mode.toString(8) };
   }
   const manifest: Manifest = { generator: 'runner-appliance', kind, files };
   return Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`);
@@ -232,8 +228,8 @@ export function writeTree(
       kept.push(path);
       continue;
     }
-    const current = lstatSync(join(out, path)).isFile() ? sha256(readFileSync(join(out, path))) : '';
-    if (current !== recorded.sha256 && !(next && sha256(next.content) === current)) edited.push(path);
+    const current = lstatSync(join(out, path)).isFile() ? sha256Of(readFileSync(join(out, path))) : '';
+    if (current !== recorded.sha256 && !(next && sha256Of(next.content) === current)) edited.push(path);
   }
   if (edited.length > 0 && !options.force) {
     throw new ApplianceError(

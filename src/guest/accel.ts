@@ -6,17 +6,21 @@ import { accessSync, constants, existsSync, mkdtempSync, readFileSync, rmSync } 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Arch } from '../config/index.js';
+import { info } from '../log.js';
 import { runCommand } from '../run/index.js';
+import { guestMachine, hostArch } from './machine.js';
+
+/** The accelerators QEMU runs the guest with; `auto` is KVM when a probe shows it works, else TCG. */
+export const accelerators = ['kvm', 'tcg'] as const;
+export type Accel = (typeof accelerators)[number];
+export const acceleratorChoices = ['auto', ...accelerators] as const;
+export type AccelChoice = (typeof acceleratorChoices)[number];
 
 export type KvmProbe =
   | { result: 'works'; seconds: number }
   | { result: 'hangs'; seconds: number }
   | { result: 'unavailable'; reason: string }
   | { result: 'not-probed'; reason: string };
-
-export function qemuBinary(arch: Arch): string {
-  return arch === 'x86_64' ? 'qemu-system-x86_64' : 'qemu-system-aarch64';
-}
 
 export function kvmDeviceUsable(): string | undefined {
   if (!existsSync('/dev/kvm')) return '/dev/kvm does not exist';
@@ -36,24 +40,26 @@ export async function probeKvm(
 ): Promise<KvmProbe> {
   const problem = kvmDeviceUsable();
   if (problem) return { result: 'unavailable', reason: problem };
-  if (arch !== (process.arch === 'x64' ? 'x86_64' : 'aarch64'))
+  if (arch !== hostArch())
     return { result: 'unavailable', reason: `KVM cannot run ${arch} guests on this host` };
   if (!kernel) return { result: 'not-probed', reason: 'no kernel to boot (pass --probe-kernel)' };
   const dir = mkdtempSync(join(tmpdir(), 'appliance-kvm-probe-'));
   const log = join(dir, 'serial.log');
   const started = Date.now();
   try {
-    const console = arch === 'x86_64' ? 'ttyS0' : 'ttyAMA0';
-    const machine = arch === 'x86_64' ? ['-machine', 'q35'] : ['-machine', 'virt', '-cpu', 'host'];
+    const m = guestMachine(arch);
     const r = await runCommand(
       'timeout',
       [
         '--kill-after=2',
         String(timeoutSeconds),
-        qemuBinary(arch),
+        m.qemuBinary,
         '-accel',
         'kvm',
-        ...machine,
+        '-machine',
+        m.qemuMachine,
+        '-cpu',
+        'host',
         '-nodefaults',
         '-display',
         'none',
@@ -63,7 +69,7 @@ export async function probeKvm(
         '-kernel',
         kernel,
         '-append',
-        `console=${console} panic=-1 earlyprintk=serial`,
+        `console=${m.console} panic=-1 earlyprintk=serial`,
         '-serial',
         `file:${log}`,
       ],
@@ -80,4 +86,24 @@ export async function probeKvm(
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * The accelerator to run `kernel` with: `kvm` and `tcg` as asked, `auto` by a probe boot (KVM
+ * only when a guest kernel really prints under it within `probeSeconds`), said in one line.
+ */
+export async function chooseAccelerator(
+  arch: Arch,
+  kernel: string | undefined,
+  wanted: AccelChoice,
+  probeSeconds = 10,
+): Promise<Accel> {
+  if (wanted !== 'auto') return wanted;
+  const probe = await probeKvm(arch, kernel, probeSeconds);
+  info(
+    probe.result === 'works'
+      ? 'KVM runs a guest here: using KVM'
+      : `KVM ${probe.result === 'hangs' ? 'hangs here' : 'is unavailable'}: using TCG`,
+  );
+  return probe.result === 'works' ? 'kvm' : 'tcg';
 }

@@ -1,1 +1,0 @@
-export { type KvmProbe, kvmDeviceUsable, probeKvm, qemuBinary } from './accel.js';
