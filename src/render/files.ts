@@ -1,5 +1,5 @@
 /** What the br2-external tree of an appliance contains, as an in-memory Tree. */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import ejs from 'ejs';
 import {
@@ -13,7 +13,7 @@ import {
 import { ApplianceError } from '../errors.js';
 import { packageRoot } from '../paths.js';
 import { readFolder, type Tree } from '../tree.js';
-import { type ExternalPackage, externalPackages } from './packages.js';
+import { type ExternalPackage, externalPackages, packageSymbol, packageTemplateData } from './packages.js';
 
 const templatesDir = () => join(packageRoot(), 'src', 'render', 'templates');
 export const overlayDir = 'board/rootfs-overlay';
@@ -92,7 +92,7 @@ export function defconfigSymbols(
     'BR2_PACKAGE_CA_CERTIFICATES=y',
     'BR2_PACKAGE_E2FSPROGS=y',
     'BR2_PACKAGE_OPENSSH=y',
-    ...externalPackages.map((p) => `BR2_PACKAGE_${p.symbol}=y`),
+    ...externalPackages.map((p) => `${packageSymbol(p)}=y`),
     'BR2_TARGET_ROOTFS_SQUASHFS=y',
     'BR2_TARGET_ROOTFS_SQUASHFS4_ZSTD=y',
     'BR2_TARGET_ROOTFS_EXT2=n',
@@ -157,20 +157,17 @@ function tomlString(s: string): string {
   return JSON.stringify(s);
 }
 
+/** A package's folder from templates/package/: its .ejs files filled in, the others as they are. */
 function packageFiles(pkg: ExternalPackage, pins: HashPins, tree: Tree): boolean {
-  const sha = pins[pkg.archive];
-  const pinned = sha ? { sha256: sha, file: pkg.archive } : undefined;
+  const archiveHash = pins[pkg.archive];
   const dir = `package/${pkg.name}`;
-  tree.set(`${dir}/Config.in`, { content: template('package/Config.in.ejs', { pkg }), mode: 0o644 });
-  tree.set(`${dir}/${pkg.name}.mk`, {
-    content: template('package/package.mk.ejs', { pkg, pinned }),
-    mode: 0o644,
-  });
-  tree.set(`${dir}/${pkg.name}.hash`, {
-    content: template('package/package.hash.ejs', { pkg, pinned }),
-    mode: 0o644,
-  });
-  return pinned !== undefined;
+  for (const file of readdirSync(join(templatesDir(), dir)).sort()) {
+    const content = file.endsWith('.ejs')
+      ? template(`${dir}/${file}`, packageTemplateData(pkg, archiveHash))
+      : readFileSync(join(templatesDir(), dir, file));
+    tree.set(`${dir}/${file.replace(/\.ejs$/, '')}`, { content, mode: 0o644 });
+  }
+  return archiveHash !== undefined;
 }
 
 export function kernelFragment(config: ApplianceConfig, part: 'common' | Arch): Buffer {

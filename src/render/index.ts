@@ -9,7 +9,7 @@ import { buildTree, type HashPins } from './files.js';
 
 export { diffTree, manifestName, type Tree, type WriteResult, writeTree } from '../tree.js';
 export { buildTree, defconfigSymbols, type HashPins, kernelFragment, overlayDir } from './files.js';
-export { type ExternalPackage, externalPackages } from './packages.js';
+export { type ExternalPackage, externalPackages, packageSymbol } from './packages.js';
 
 /** The pinned source hashes live next to appliance.yaml, like a lock file. */
 export function hashPinsPath(config: ApplianceConfig): string {

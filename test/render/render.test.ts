@@ -13,6 +13,7 @@ import { describe, expect, it } from 'vitest';
 import {
   applianceJsonSchema,
   configReferenceMarkdown,
+  defconfigName,
   loadAppliance,
   parseAppliance,
 } from '../../src/config/index.js';
@@ -21,10 +22,11 @@ import {
   diffTree,
   externalPackages,
   manifestName,
+  packageSymbol,
   renderTree,
   writeTree,
 } from '../../src/render/index.js';
-import { repoRoot, runCli, runCliAsync, tempDir } from '../helpers.js';
+import { repoRoot, runCli, runCliAsync, tempDir, testBuildroot } from '../helpers.js';
 
 const config = loadAppliance();
 
@@ -143,6 +145,50 @@ describe('render', () => {
     expect(unpinned.get('configs/runner_appliance_x86_64_defconfig')?.content.toString()).not.toContain(
       'FORCE_CHECK_HASHES',
     );
+  });
+
+  it('renders each package folder of src/render/templates/package as Buildroot files, nothing else', () => {
+    const folders = readdirSync(join(repoRoot, 'src/render/templates/package')).sort();
+    expect(folders).toEqual(externalPackages.map((p) => p.name).sort());
+    const tree = buildTree(config);
+    for (const { name } of externalPackages) {
+      const files = [...tree.keys()].filter((path) => path.startsWith(`package/${name}/`)).sort();
+      expect(files).toEqual([
+        `package/${name}/Config.in`,
+        `package/${name}/${name}.hash`,
+        `package/${name}/${name}.mk`,
+      ]);
+      const text = files.map((f) => tree.get(f)?.content.toString()).join('');
+      expect(text).not.toMatch(/<%|%>|undefined/);
+    }
+  });
+});
+
+const { dir: buildroot, skip: noBuildroot } = testBuildroot('Buildroot tier: package archives');
+
+describe.skipIf(noBuildroot)('the packages in Buildroot 2026.02.3', () => {
+  it('name the archive Buildroot downloads (the file pin-hashes hashes) and the version it builds', () => {
+    const dir = tempDir();
+    writeTree(join(dir, 'ext'), renderTree(config));
+    const env = { ...process.env, BR2_DL_DIR: join(dir, 'dl') };
+    const make = (args: string[]) =>
+      spawnSync('make', ['-s', '-C', buildroot, `O=${join(dir, 'o')}`, ...args], { env, encoding: 'utf8' });
+    const defconfig = make([`BR2_EXTERNAL=${join(dir, 'ext')}`, defconfigName(config, 'x86_64')]);
+    expect(defconfig.status, defconfig.stderr).toBe(0);
+    const prefix = (p: (typeof externalPackages)[number]) => packageSymbol(p).replace(/^BR2_PACKAGE_/, '');
+    const vars = externalPackages.flatMap((p) => [`${prefix(p)}_SOURCE`, `${prefix(p)}_VERSION`]);
+    const r = make(['printvars', `VARS=${vars.join(' ')}`]);
+    expect(r.status, r.stderr).toBe(0);
+    const got = Object.fromEntries(
+      r.stdout
+        .trim()
+        .split('\n')
+        .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+    );
+    for (const p of externalPackages) {
+      expect(got[`${prefix(p)}_SOURCE`], p.name).toBe(p.archive);
+      expect(got[`${prefix(p)}_VERSION`], p.name).toBe(p.version);
+    }
   });
 });
 
