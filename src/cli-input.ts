@@ -4,8 +4,8 @@
  * libvirt URIs. Each is a commander argParser, so a bad value stops the command with one line
  * and exit 2 before anything is done.
  */
-import type { Command } from 'commander';
-import { parseSetting } from './config/index.js';
+import { type Command, Option } from 'commander';
+import { parseSetting, settingFacts } from './config/index.js';
 import { ApplianceError } from './errors.js';
 import { shownValue } from './fsguard.js';
 
@@ -28,8 +28,11 @@ export function wholeNumber(
   };
 }
 
-/** A number of seconds from `min` to `max`. */
-export const seconds = (flag: string, min: number, max: number) =>
+/** The longest wait any flag accepts: a day. */
+export const maxSeconds = 86_400;
+
+/** A number of seconds from `min` to `max` (default: a day). */
+export const seconds = (flag: string, min: number, max = maxSeconds) =>
   wholeNumber(
     flag,
     'a whole number of seconds',
@@ -44,21 +47,46 @@ export const seconds = (flag: string, min: number, max: number) =>
  */
 export function setting(
   flag: string,
-  path: string[],
+  path: readonly string[],
   what: string,
   example: string,
+  hint = `pass e.g. ${flag} ${example}`,
 ): (value: string) => string {
   return (value: string) => {
     const problem = parseSetting(path, value);
     if (problem)
       throw new ApplianceError(
         `${flag} ${shownValue(value)} is not ${what} that ${path.join('.')} accepts (${problem})`,
-        {
-          hint: `pass e.g. ${flag} ${example}`,
-        },
+        { hint },
       );
     return value;
   };
+}
+
+/**
+ * A commander option for a flag that mirrors the setting at `path` of appliance.yaml, built from
+ * the schema so the two cannot drift: its choices (an enum's values, shown in --help), its
+ * parser (the setting's own validation, or a whole number within the setting's bounds) and the
+ * default named in its help. It has no commander default: a command uses the config's value
+ * when the flag is not given. `fallback` replaces the "default: …" text where the command's
+ * default is not the setting's (e.g. `check` without --arch checks both).
+ */
+export function settingOption(
+  flags: string,
+  path: readonly string[],
+  o: { help: string; what: string; fallback?: string },
+): Option {
+  const facts = settingFacts(path);
+  const flag = /--[\w-]+/.exec(flags)?.[0] ?? flags;
+  const name = path.join('.');
+  const example = String(facts.default ?? facts.choices?.[0] ?? '');
+  const fallback =
+    o.fallback ?? `${name} in appliance.yaml${facts.default === undefined ? '' : `, ${example} unless set`}`;
+  const option = new Option(flags, `${o.help} (default: ${fallback})`);
+  if (facts.choices) option.choices(facts.choices);
+  if (facts.integer) return option.argParser(wholeNumber(flag, o.what, facts.integer.min, facts.integer.max));
+  const hint = facts.choices ? `pass one of ${facts.choices.join(', ')}` : undefined;
+  return option.argParser(setting(flag, path, o.what, example, hint));
 }
 
 /** A sha256 written as 64 hex digits. */

@@ -18,7 +18,7 @@ import {
   libvirtUri,
   refuseDashValues,
   seconds,
-  setting,
+  settingOption,
   sha256Hex,
   wholeNumber,
 } from './cli-input.js';
@@ -33,7 +33,15 @@ import { createDataDisk, formatDiskInfo, inspectDataDisk } from './disk/index.js
 import { formatFindings, runDoctor } from './doctor/index.js';
 import { ApplianceError, ExitCode, isApplianceError } from './errors.js';
 import { inputDir, inputFile, outputDir, outputFile, readInputFile, writeOutput } from './fsguard.js';
-import { type Accel, defaultImagePaths, libvirtSerialLog } from './guest/index.js';
+import {
+  type Accel,
+  type AccelChoice,
+  acceleratorChoices,
+  chooseAccelerator,
+  defaultImagePaths,
+  defaultPool,
+  libvirtSerialLog,
+} from './guest/index.js';
 import {
   connection,
   consoleVm,
@@ -78,6 +86,30 @@ const configOption = () =>
     'appliance.yaml to use (default: ./appliance.yaml if there is one, else the embedded default)',
   );
 
+/** --arch mirrors `arch`: choices and parser from the schema; `fallback` names another default. */
+const archOption = (fallback?: string) =>
+  settingOption('--arch <arch>', ['arch'], {
+    help: fallback ? 'only this architecture' : 'architecture',
+    what: 'an architecture',
+    fallback,
+  });
+/** --accel, the same in every command: auto (KVM only when a probe boot shows it runs here), kvm, tcg. */
+const accelOption = () =>
+  new Option(
+    '--accel <accel>',
+    'accelerator; auto: KVM when a probe boot shows a guest runs under it, else TCG',
+  )
+    .choices(acceleratorChoices)
+    .default('auto' satisfies AccelChoice);
+/** -o/--out is where a command writes: a file (stdout without it) or a folder, as --help says. */
+const outFileOption = () => new Option('-o, --out <file>', 'file to write (atomically; default: stdout)');
+const outDirOption = (what: string, fallback?: string) => {
+  const option = new Option('-o, --out <dir>', `folder ${what}`);
+  return fallback === undefined ? option : option.default(fallback);
+};
+const buildrootOption = () =>
+  new Option('--buildroot <dir>', 'Buildroot tree (default: $APPLIANCE_BUILDROOT, then the cache)');
+
 /** Optional path checks, run before the config is even read. */
 const maybe = <T>(check: (what: string, path: string) => T, what: string, path: string | undefined) =>
   path === undefined ? undefined : check(what, path);
@@ -86,7 +118,7 @@ program
   .command('render')
   .description('render the br2-external tree for the appliance')
   .addOption(configOption())
-  .option('-o, --out <dir>', 'folder to render into', 'external')
+  .addOption(outDirOption('to render the br2-external tree into', 'external'))
   .option('--force', 'overwrite generated files that were edited since the last render')
   .action((opts: { config?: string; out: string; force?: boolean }) => {
     outputDir('--out', opts.out, { refuseSystemRoots: true });
@@ -104,7 +136,7 @@ program
 program
   .command('schema')
   .description('print the JSON Schema of appliance.yaml (or write it with --out)')
-  .option('-o, --out <file>', 'write to this file instead of stdout')
+  .addOption(outFileOption())
   .option('--markdown', 'print the configuration reference table (as in the README) instead')
   .action((opts: { out?: string; markdown?: boolean }) => {
     maybe(outputFile, '--out', opts.out);
@@ -129,9 +161,9 @@ program
     'verify the rendered tree offline with Buildroot: symbols kept, check-package, systemd-analyze',
   )
   .addOption(configOption())
-  .option('--buildroot <dir>', 'Buildroot tree (default: $APPLIANCE_BUILDROOT, then the cache)')
+  .addOption(buildrootOption())
   .option('--tree <dir>', 'check this rendered tree instead of rendering the config afresh')
-  .addOption(new Option('--arch <arch>', 'check only this architecture').choices(['x86_64', 'aarch64']))
+  .addOption(archOption('both'))
   .option('--json', 'print the report as JSON')
   .action(
     async (opts: { config?: string; buildroot?: string; tree?: string; arch?: Arch; json?: boolean }) => {
@@ -174,7 +206,7 @@ buildroot
   .option('--from-dir <dir>', 'a local folder holding the extracted release')
   .option('--url <url>', 'download this tarball instead of the pinned URL')
   .option('--sha256 <hash>', 'expected sha256 of the tarball', sha256Hex('--sha256'))
-  .option('--dest <dir>', 'where to put the tree (default: the cache)')
+  .addOption(outDirOption('to put the Buildroot tree in (default: the cache)'))
   .action(
     async (opts: {
       config?: string;
@@ -182,13 +214,14 @@ buildroot
       fromDir?: string;
       url?: string;
       sha256?: string;
-      dest?: string;
+      out?: string;
     }) => {
       maybe(inputDir, '--from-git', opts.fromGit);
       maybe(inputDir, '--from-dir', opts.fromDir);
-      maybe(outputDir, '--dest', opts.dest);
+      maybe(outputDir, '--out', opts.out);
       const config = loadAppliance(opts.config);
-      const dir = await fetchBuildroot({ version: config.buildroot.version, ...opts });
+      const { out: dest, ...from } = opts;
+      const dir = await fetchBuildroot({ version: config.buildroot.version, ...from, dest });
       process.stdout.write(`${dir}\n`);
     },
   );
@@ -198,7 +231,7 @@ program
   .description("record the sha256 of docuum's and gitlab-runner's downloaded archives, then re-render")
   .addOption(configOption())
   .requiredOption('--dl-dir <dir>', 'Buildroot download folder (BR2_DL_DIR) of a networked build')
-  .option('-o, --out <dir>', 'rendered tree to update', 'external')
+  .addOption(outDirOption('of the rendered tree to re-render', 'external'))
   .action((opts: { config?: string; dlDir: string; out: string }) => {
     outputDir('--out', opts.out, { refuseSystemRoots: true });
     const config = loadAppliance(opts.config);
@@ -214,7 +247,7 @@ program
   .description('check host prerequisites to build, check, boot and run the appliance, with fixes')
   .addOption(configOption())
   .option('--buildroot <dir>', 'Buildroot tree to look at')
-  .option('--out <dir>', 'where builds will go (for the free-disk check)', '.')
+  .addOption(outDirOption("builds will write into (build's --out), for the free-disk check", '.'))
   .option('--probe-kernel <file>', 'a kernel image to test-boot under KVM')
   .option('--json', 'print findings as JSON')
   .action(
@@ -256,15 +289,14 @@ disk
   .command('create <path>')
   .description('make a sparse raw image holding an empty ext4 data disk (never overwrites anything)')
   .addOption(configOption())
-  .option(
-    '--size <size>',
-    'size, e.g. 20G, within the bounds of dataDisk.size (default: dataDisk.size)',
-    setting('--size', ['dataDisk', 'size'], 'a size', '20G'),
+  .addOption(
+    settingOption('--size <size>', ['dataDisk', 'size'], {
+      help: 'size of the image, accepted as dataDisk.size accepts it',
+      what: 'a size',
+    }),
   )
-  .option(
-    '--label <label>',
-    'ext4 label (default: dataDisk.label)',
-    setting('--label', ['dataDisk', 'label'], 'an ext4 label', 'docker-data'),
+  .addOption(
+    settingOption('--label <label>', ['dataDisk', 'label'], { help: 'ext4 label', what: 'an ext4 label' }),
   )
   .action(async (path: string, opts: { config?: string; size?: string; label?: string }) => {
     const config = loadAppliance(opts.config);
@@ -282,12 +314,6 @@ disk
     process.stdout.write(`${opts.json ? JSON.stringify(d, null, 2) : formatDiskInfo(d)}\n`);
   });
 
-const accelOption = () => new Option('--accel <accel>', 'accelerator').choices(['kvm', 'tcg']).default('kvm');
-const archOption = () =>
-  new Option('--arch <arch>', 'architecture (default: arch in appliance.yaml)').choices([
-    'x86_64',
-    'aarch64',
-  ]);
 /** --network NAME and --bridge NAME: one of them, never both. */
 const networkOption = () =>
   new Option('--network <name>', 'libvirt network').default('default').conflicts('bridge');
@@ -309,17 +335,17 @@ libvirtCmd
   .addOption(bridgeOption())
   .option(
     '--gateway <ip>',
-    "DHCP/DNS address the isolation filter lets through (default: vm.gateway, else 192.168.122.1 on libvirt's default network)",
+    `DHCP/DNS address the isolation filter lets through (default: vm.gateway, else ${defaultNetworkGateway} on libvirt's default network)`,
   )
   .option('--no-filter', 'do not attach the isolation filter')
   .option('--serial-log <path>', 'serial console log file')
   .option('--cmdline <word>', 'extra kernel command-line word (repeatable)', collect, [])
-  .option('-o, --out <file>', 'write to this file')
+  .addOption(outFileOption())
   .action(
-    (opts: {
+    async (opts: {
       config?: string;
-      accel: Accel;
-      arch?: 'x86_64' | 'aarch64';
+      accel: AccelChoice;
+      arch?: Arch;
       kernel?: string;
       initrd?: string;
       rootfs?: string;
@@ -336,27 +362,33 @@ libvirtCmd
       maybe(outputFile, '--out', opts.out);
       const config = loadAppliance(opts.config);
       const paths = defaultImagePaths(config.name);
-      const xml = domainXml(config, {
-        arch: opts.arch ?? config.arch,
-        accel: opts.accel,
-        kernel: opts.kernel ?? paths.kernel,
-        initrd: opts.initrd,
-        rootfs: opts.rootfs ?? paths.rootfs,
-        dataDisk: opts.dataDisk ?? paths.dataDisk,
-        credentials: opts.credential,
-        network: opts.bridge
-          ? { type: 'bridge', name: opts.bridge }
-          : { type: 'network', name: opts.network },
-        gateway: filterGateway(config, {
-          filter: opts.filter,
-          gateway: opts.gateway,
-          fallback: !opts.bridge && opts.network === 'default' ? defaultNetworkGateway : undefined,
-          where: opts.bridge ? `the LAN behind bridge ${opts.bridge}` : `network ${opts.network}`,
-        }),
-        serialLog: opts.serialLog ?? libvirtSerialLog(config.name),
-        cmdline: opts.cmdline,
-      });
-      writeOutput('--out', opts.out, xml);
+      const arch = opts.arch ?? config.arch;
+      const kernel = opts.kernel ?? paths.kernel;
+      const xmlFor = (accel: Accel) =>
+        domainXml(config, {
+          arch,
+          accel,
+          kernel,
+          initrd: opts.initrd,
+          rootfs: opts.rootfs ?? paths.rootfs,
+          dataDisk: opts.dataDisk ?? paths.dataDisk,
+          credentials: opts.credential,
+          network: opts.bridge
+            ? { type: 'bridge', name: opts.bridge }
+            : { type: 'network', name: opts.network },
+          gateway: filterGateway(config, {
+            filter: opts.filter,
+            gateway: opts.gateway,
+            fallback: !opts.bridge && opts.network === 'default' ? defaultNetworkGateway : undefined,
+            where: opts.bridge ? `the LAN behind bridge ${opts.bridge}` : `network ${opts.network}`,
+          }),
+          serialLog: opts.serialLog ?? libvirtSerialLog(config.name),
+          cmdline: opts.cmdline,
+        });
+      // Every value is checked (the TCG variant is built) before a probe boot may take seconds.
+      const tcg = xmlFor('tcg');
+      const accel = await chooseAccelerator(arch, existsSync(kernel) ? kernel : undefined, opts.accel);
+      writeOutput('--out', opts.out, accel === 'tcg' ? tcg : xmlFor(accel));
     },
   );
 libvirtCmd
@@ -365,10 +397,10 @@ libvirtCmd
     'write the domain XML (KVM and TCG) and the nwfilter XML with the default image paths into a folder',
   )
   .addOption(configOption())
-  .option('-o, --out <dir>', 'folder', 'libvirt')
+  .addOption(outDirOption('to write the domain and filter XML files into', 'libvirt'))
   .option(
     '--gateway <ip>',
-    "gateway of the libvirt network (default: vm.gateway, else libvirt's default network's 192.168.122.1)",
+    `gateway of the libvirt network (default: vm.gateway, else libvirt's default network's ${defaultNetworkGateway})`,
   )
   .action((opts: { config?: string; out: string; gateway?: string }) => {
     outputDir('--out', opts.out, { refuseSystemRoots: true });
@@ -385,7 +417,7 @@ libvirtCmd
   .command('nwfilter')
   .description('print (or --out) the nwfilter XML that keeps the VM off the host LAN')
   .addOption(configOption())
-  .option('-o, --out <file>', 'write to this file')
+  .addOption(outFileOption())
   .action((opts: { config?: string; out?: string }) => {
     maybe(outputFile, '--out', opts.out);
     writeOutput('--out', opts.out, nwfilterXml(loadAppliance(opts.config)));
@@ -395,6 +427,14 @@ const connectOption = () =>
   new Option('--connect <uri>', 'libvirt URI, e.g. qemu+ssh://root@host/system')
     .default('qemu:///system')
     .argParser(libvirtUri);
+/** --pool, only on the commands that put volumes in a pool or delete them (define, update, undefine). */
+const poolOption = () =>
+  new Option('--pool <name>', 'storage pool for the images (a dir pool vm define creates)').default(
+    defaultPool,
+  );
+/** How long `vm stop --timeout` and `vm update --stop-timeout` wait for a clean shutdown. */
+const stopTimeoutOption = (flag: string, help: string) =>
+  new Option(`${flag} <seconds>`, help).argParser(seconds(flag, 1)).default(120);
 
 /** Fail with exit 3 when libvirt does not answer at `uri`, so no state is read from a failed call. */
 async function requireConnection(uri: string): Promise<void> {
@@ -421,7 +461,7 @@ const defineLike = (cmd: Command) =>
   cmd
     .addOption(configOption())
     .addOption(connectOption())
-    .option('--pool <name>', 'storage pool for the images', 'runner-appliance')
+    .addOption(poolOption())
     .requiredOption('--kernel <file>', 'kernel image (bzImage / Image)')
     .requiredOption('--rootfs <file>', 'rootfs.squashfs')
     .option('--initrd <file>', 'initramfs (not needed by the appliance)')
@@ -439,7 +479,7 @@ const defineLike = (cmd: Command) =>
     )
     .option('--no-filter', 'do not attach the isolation filter')
     .option('--cmdline <word>', 'extra kernel command-line word (repeatable)', collect, [])
-    .addOption(new Option('--accel <accel>', 'accelerator').choices(['auto', 'kvm', 'tcg']).default('auto'));
+    .addOption(accelOption());
 type DefineFlags = {
   filter: boolean;
   config?: string;
@@ -495,12 +535,7 @@ defineLike(
     .command('update')
     .description('swap kernel and rootfs for a new build, keep the data disk, restart if running'),
 )
-  .option(
-    '--stop-timeout <seconds>',
-    'how long to wait for a clean shutdown',
-    seconds('--stop-timeout', 1, 86_400),
-    120,
-  )
+  .addOption(stopTimeoutOption('--stop-timeout', 'how long to wait for a clean shutdown'))
   .action(async (o: DefineFlags & { stopTimeout: number }) => {
     checkDefineFiles(o);
     const config = loadAppliance(o.config);
@@ -509,40 +544,36 @@ defineLike(
     info(`updated ${config.name} on ${o.connect}`);
   });
 const simple = (name: string, description: string) =>
-  vm
-    .command(name)
-    .description(description)
-    .addOption(configOption())
-    .addOption(connectOption())
-    .option('--pool <name>', 'storage pool for the images', 'runner-appliance');
+  vm.command(name).description(description).addOption(configOption()).addOption(connectOption());
 /** The config and a connection that answers, for the lifecycle commands. */
-async function vmTarget(o: { config?: string; connect: string; pool: string }) {
+async function vmTarget(o: { config?: string; connect: string; pool?: string }) {
   const config = loadAppliance(o.config);
   await requireConnection(o.connect);
   return [config, connection(o.connect, o.pool)] as const;
 }
-simple('start', 'start the VM').action(async (o: { config?: string; connect: string; pool: string }) => {
+simple('start', 'start the VM').action(async (o: { config?: string; connect: string }) => {
   await startVm(...(await vmTarget(o)));
 });
 simple('stop', 'shut the VM down cleanly')
-  .option('--timeout <seconds>', 'wait this long for the guest', seconds('--timeout', 1, 86_400), 120)
+  .addOption(stopTimeoutOption('--timeout', 'wait this long for the guest'))
   .option('--force', 'power it off when the timeout passes')
-  .action(async (o: { config?: string; connect: string; pool: string; timeout: number; force?: boolean }) => {
+  .action(async (o: { config?: string; connect: string; timeout: number; force?: boolean }) => {
     await stopVm(...(await vmTarget(o)), o.timeout, o.force);
   });
 simple('destroy', 'power the VM off at once (the data disk is kept)').action(
-  async (o: { config?: string; connect: string; pool: string }) => {
+  async (o: { config?: string; connect: string }) => {
     await destroyVm(...(await vmTarget(o)));
   },
 );
 simple('undefine', 'remove the domain; volumes are kept unless --delete-images (the data disk always is)')
+  .addOption(poolOption())
   .option('--delete-images', 'also delete kernel and rootfs volumes')
   .action(async (o: { config?: string; connect: string; pool: string; deleteImages?: boolean }) => {
     await undefineVm(...(await vmTarget(o)), o.deleteImages);
   });
 simple('status', 'print the VM state')
   .option('--json', 'print JSON')
-  .action(async (o: { config?: string; connect: string; pool: string; json?: boolean }) => {
+  .action(async (o: { config?: string; connect: string; json?: boolean }) => {
     const s = await vmStatus(...(await vmTarget(o)));
     process.stdout.write(
       o.json
@@ -551,7 +582,7 @@ simple('status', 'print the VM state')
     );
   });
 simple('console', 'attach to the serial console (Ctrl-] leaves)').action(
-  async (o: { config?: string; connect: string; pool: string }) => {
+  async (o: { config?: string; connect: string }) => {
     process.exitCode = await consoleVm(...(await vmTarget(o)));
   },
 );
@@ -560,7 +591,7 @@ const buildFlags = (cmd: Command) =>
   cmd
     .addOption(configOption())
     .addOption(archOption())
-    .option('--buildroot <dir>', 'Buildroot tree (default: $APPLIANCE_BUILDROOT, then the cache)')
+    .addOption(buildrootOption())
     .option(
       '--dl-dir <dir>',
       'download folder shared between builds (default: $BR2_DL_DIR, then ~/.cache/runner-appliance/dl)',
@@ -599,7 +630,7 @@ buildFlags(
     ),
   )
   .option('--ccache', 'use ccache (cache in ~/.cache/runner-appliance/ccache)')
-  .option('-o, --out <dir>', 'build folder (default: output/<name>-<arch>)')
+  .addOption(outDirOption('to build in (default: output/<name>-<arch>)'))
   .option('--plan', 'print what a build would do (the rebuild plan) and run nothing')
   .option('--clean', 'build from scratch')
   .option('--json', 'progress and result as JSON lines on stdout')
@@ -655,9 +686,9 @@ program
   .description("write a CycloneDX JSON SBOM of the image from Buildroot's show-info (needs no build)")
   .addOption(configOption())
   .addOption(archOption())
-  .option('--buildroot <dir>', 'Buildroot tree (default: $APPLIANCE_BUILDROOT, then the cache)')
+  .addOption(buildrootOption())
   .option('--include-host', 'also list host (build-time) packages, with scope "excluded"')
-  .option('-o, --out <file>', 'write to this file instead of stdout')
+  .addOption(outFileOption())
   .action(
     async (o: { config?: string; arch?: Arch; buildroot?: string; includeHost?: boolean; out?: string }) => {
       maybe(inputDir, '--buildroot', o.buildroot);
@@ -682,14 +713,14 @@ program
     '--data-disk <file>',
     'data disk image, never written (a copy-on-write overlay takes the writes); default: a throwaway one',
   )
-  .addOption(new Option('--accel <accel>', 'accelerator').choices(['auto', 'kvm', 'tcg']).default('auto'))
+  .addOption(accelOption())
   .option(
     '--timeout <seconds>',
     'for boot and checks together (default 180 with KVM, 600 with TCG)',
-    seconds('--timeout', 10, 86_400),
+    seconds('--timeout', 10),
   )
   .option('--junit <file>', 'JUnit XML report (default: <out>/junit.xml)')
-  .option('--out <dir>', 'folder for the report, serial log, timeline and summary', 'smoke-report')
+  .addOption(outDirOption('for the report, serial log, timeline and summary', 'smoke-report'))
   .option(
     '--image-tar <file>',
     'rootfs tarball imported as the test container image (default: made from a static busybox)',

@@ -8,6 +8,8 @@ export {
   loadAppliance,
   parseAppliance,
   parseSetting,
+  type SettingFacts,
+  settingFacts,
 } from './load.js';
 export { configReferenceMarkdown } from './reference.js';
 export {

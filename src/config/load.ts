@@ -1,16 +1,16 @@
 import { existsSync, realpathSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { type Document, isMap, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
-import type { z } from 'zod';
+import { z } from 'zod';
 import { ApplianceError } from '../errors.js';
 import { readInputFile, shownValue } from '../fsguard.js';
 import { info } from '../log.js';
 import { defaultConfigPath } from '../paths.js';
-import { type ApplianceSettings, applianceSchema } from './schema.js';
+import { type ApplianceSettings, applianceSchema, architectures } from './schema.js';
 import { parseSize } from './values.js';
 
 export type Arch = ApplianceSettings['arch'];
-export const arches: readonly Arch[] = ['x86_64', 'aarch64'];
+export const arches: readonly Arch[] = architectures;
 
 /** The validated appliance with the values every stage derives from it. */
 export interface ApplianceConfig extends ApplianceSettings {
@@ -246,17 +246,54 @@ export function loadAppliance(path?: string): ApplianceConfig {
  * command-line flags that mirror a setting accept exactly what the config accepts.
  */
 export function parseSetting(path: readonly string[], value: unknown): string | undefined {
-  let schema: unknown = applianceSchema;
-  for (const p of path) schema = shapeOf(schema)?.[p];
-  for (let i = 0; i < 5; i++) {
-    const s = schema as { def?: { type?: string; innerType?: unknown } } | undefined;
-    if (!s?.def || !['default', 'prefault', 'optional'].includes(s.def.type ?? '')) break;
-    schema = s.def.innerType;
-  }
-  const leaf = schema as z.ZodType | undefined;
-  if (!leaf?.safeParse) throw new Error(`no setting ${path.join('.')} in the schema`);
-  const result = leaf.safeParse(value);
+  const result = settingSchema(path).leaf.safeParse(value);
   if (result.success) return undefined;
   const issue = result.error.issues[0];
   return issue ? issueMessage(issue, value).text : 'invalid value';
+}
+
+/** What the schema says about one setting, for a command-line flag that mirrors it. */
+export interface SettingFacts {
+  /** The values it may take, when it is one of a list (an enum). */
+  choices?: readonly string[];
+  /** Its default when appliance.yaml leaves it out. */
+  default?: unknown;
+  /** Its description (the one in the README's configuration reference). */
+  description?: string;
+  /** Bounds of a whole-number setting. */
+  integer?: { min: number; max: number };
+}
+
+/** The facts of the setting at `path` (e.g. ["arch"], ["dataDisk", "size"]), read from the schema. */
+export function settingFacts(path: readonly string[]): SettingFacts {
+  const { leaf, wrappers } = settingSchema(path);
+  const facts: SettingFacts = {};
+  for (const s of [...wrappers, leaf]) {
+    facts.description ??= z.globalRegistry.get(s)?.description;
+    const def = (s as unknown as { def: { type: string; defaultValue?: unknown } }).def;
+    if (def.type === 'default' && facts.default === undefined) facts.default = def.defaultValue;
+  }
+  if (leaf instanceof z.ZodEnum) facts.choices = leaf.options.map(String);
+  if (leaf instanceof z.ZodNumber && leaf.isInt)
+    facts.integer = {
+      min: leaf.minValue ?? Number.MIN_SAFE_INTEGER,
+      max: leaf.maxValue ?? Number.MAX_SAFE_INTEGER,
+    };
+  return facts;
+}
+
+/** The schema of the setting at `path`: its wrappers (default, optional, …) and the value's own schema. */
+function settingSchema(path: readonly string[]): { leaf: z.ZodType; wrappers: z.ZodType[] } {
+  let schema: unknown = applianceSchema;
+  for (const p of path) schema = shapeOf(schema)?.[p];
+  const wrappers: z.ZodType[] = [];
+  for (let i = 0; i < 5; i++) {
+    const s = schema as { def?: { type?: string; innerType?: unknown } } | undefined;
+    if (!s?.def || !['default', 'prefault', 'optional'].includes(s.def.type ?? '')) break;
+    wrappers.push(schema as z.ZodType);
+    schema = s.def.innerType;
+  }
+  const leaf = schema as z.ZodType | undefined;
+  if (path.length === 0 || !leaf?.safeParse) throw new Error(`no setting ${path.join('.')} in the schema`);
+  return { leaf, wrappers };
 }

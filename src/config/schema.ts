@@ -77,6 +77,16 @@ const matching = (pattern: RegExp, expected: string) =>
       ctx.addIssue({ code: 'custom', message: `expected ${expected}, got ${shown(text)}` });
   });
 
+/** A JavaScript regular expression (docuum's `--keep`, a smoke check's `expect`). */
+const regularExpression = z.string().superRefine((text, ctx) => {
+  const problem = regexProblem(text);
+  if (problem)
+    ctx.addIssue({
+      code: 'custom',
+      message: `expected a regular expression, got ${shown(text)} (${problem})`,
+    });
+});
+
 const httpUrl = z.string().superRefine((text, ctx) => {
   let url: URL | undefined;
   try {
@@ -103,6 +113,9 @@ const symbolValue = z.union([
   z.string().regex(/^[^"\n\\]*$/, 'must not contain quotes, backslashes or line breaks'),
 ]);
 
+/** The architectures an appliance is built for; defconfigs are rendered for each. */
+export const architectures = ['x86_64', 'aarch64'] as const;
+
 export const applianceSchema = z
   .strictObject({
     name: matching(
@@ -111,7 +124,7 @@ export const applianceSchema = z
     )
       .default('runner-appliance')
       .meta({ description: 'Appliance name: hostname, defconfig prefix and libvirt domain name.' }),
-    arch: z.enum(['x86_64', 'aarch64']).default('x86_64').meta({
+    arch: z.enum(architectures).default('x86_64').meta({
       description: 'Target architecture to build, define and boot. Defconfigs are rendered for both.',
     }),
     buildroot: z
@@ -229,16 +242,7 @@ export const applianceSchema = z
             description: 'Disk use of Docker images above which docuum deletes the least recently used.',
           }),
         keep: z
-          .array(
-            z.string().superRefine((text, ctx) => {
-              const problem = regexProblem(text);
-              if (problem)
-                ctx.addIssue({
-                  code: 'custom',
-                  message: `expected a regular expression, got ${shown(text)} (${problem})`,
-                });
-            }),
-          )
+          .array(regularExpression)
           .default([])
           .meta({ description: 'Regular expressions on repository:tag of images never deleted.' }),
         minAge: matching(durationPattern, 'a duration such as "1d" or "12h"')
@@ -329,16 +333,7 @@ export const applianceSchema = z
                 .string()
                 .min(1)
                 .meta({ description: 'Shell command run in the guest over SSH; exit 0 passes.' }),
-              expect: z
-                .string()
-                .superRefine((text, ctx) => {
-                  const problem = regexProblem(text);
-                  if (problem)
-                    ctx.addIssue({
-                      code: 'custom',
-                      message: `expected a regular expression, got ${shown(text)} (${problem})`,
-                    });
-                })
+              expect: regularExpression
                 .optional()
                 .meta({ description: 'Regular expression the output must match as well.' }),
             }),

@@ -26,10 +26,12 @@ import {
 import { info } from '../log.js';
 import { type RunResult, runCommand, runInteractive } from '../run/index.js';
 import {
+  domainFiles,
   domainXml,
   filterGateway,
   filterName,
   type ImageDigests,
+  networkIPv4,
   nwfilterXml,
   recordedDigests,
 } from './xml.js';
@@ -169,10 +171,10 @@ async function networkGateway(conn: Connection, network: string): Promise<string
     throw new ApplianceError(`libvirt network ${network} does not exist on ${conn.uri}`, {
       hint: 'pass --network NAME (virsh net-list --all)',
     });
-  const m = /<ip\b[^>]*address=['"](\d+\.\d+\.\d+\.\d+)['"]/.exec(r.stdout);
-  if (!m?.[1])
+  const address = networkIPv4(r.stdout, `virsh net-dumpxml ${network} on ${conn.uri}`);
+  if (!address)
     throw new ApplianceError(`libvirt network ${network} has no IPv4 address`, { hint: 'pass --gateway IP' });
-  return m[1];
+  return address;
 }
 
 async function defineXml(conn: Connection, kind: 'domain' | 'nwfilter', xml: string): Promise<void> {
@@ -205,7 +207,10 @@ export async function defineVm(config: ApplianceConfig, conn: Connection, o: Def
   await ensurePool(conn);
   const volumes = imageVolumes(config.name);
   const existing = await virsh(conn, ['dumpxml', config.name], { allowFailure: true });
-  const recorded = existing.exitCode === 0 ? recordedDigests(existing.stdout) : {};
+  const recorded =
+    existing.exitCode === 0
+      ? recordedDigests(existing.stdout, `virsh dumpxml ${config.name} on ${conn.uri}`)
+      : {};
   const running = existing.exitCode === 0 && (await vmStatus(config, conn)).state === 'running';
   const digests: ImageDigests = {};
   const kernelVolume = await imageVolume(conn, volumes.kernel, kernel, recorded.kernel, running);
@@ -408,10 +413,7 @@ export async function updateVm(
   const wasRunning = before.state === 'running';
   if (wasRunning) await stopVm(config, conn, stopTimeoutSeconds, true);
   const xml = await defineVm(config, conn, { ...o, dataDisk: undefined });
-  const inUse = [...xml.matchAll(/<(?:kernel|initrd)>([^<]+)<|<source file="([^"]+)"/g)].map(
-    (m) => m[1] ?? m[2] ?? '',
-  );
-  await deleteUnusedImages(config, conn, inUse);
+  await deleteUnusedImages(config, conn, domainFiles(xml));
   if (wasRunning) await startVm(config, conn);
   return xml;
 }

@@ -5,7 +5,7 @@ import { create } from 'xmlbuilder2';
 import type { XMLBuilder } from 'xmlbuilder2/lib/interfaces.js';
 import type { ApplianceConfig, Arch } from '../config/index.js';
 import { uuidV5 } from '../digest.js';
-import { ApplianceError } from '../errors.js';
+import { ApplianceError, ExitCode } from '../errors.js';
 import { type Accel, guestMachine, kernelCmdline, memoryMiB } from '../guest/index.js';
 
 export interface DomainOptions {
@@ -37,14 +37,108 @@ export interface ImageDigests {
 /** Namespace of the domain metadata in which `vm define` records what it uploaded. */
 export const metadataNamespace = 'urn:runner-appliance:images:1';
 
-/** The digests recorded in a domain XML by `domainXml` (as libvirt gives it back). */
-export function recordedDigests(xml: string): ImageDigests {
+/** An element of a parsed document (the DOM node behind xmlbuilder2's builder). */
+interface XmlElement {
+  readonly nodeType: number;
+  readonly localName: string;
+  readonly namespaceURI: string | null;
+  readonly textContent: string | null;
+  getAttribute(name: string): string | null;
+}
+const elementNode = 1;
+
+/**
+ * Parse XML that libvirt gave back (`virsh dumpxml`, `net-dumpxml`): any quoting, white space,
+ * namespace prefix or entity, parsed by xmlbuilder2, not matched by regular expressions. XML that
+ * does not parse, or holds no `<root>` element, is a libvirt host problem (exit 3).
+ */
+export function parseLibvirtXml(xml: string, root: string, what: string): XMLBuilder {
+  let doc: XMLBuilder | undefined;
+  let why = `no <${root}> element`;
+  try {
+    doc = create(xml).root();
+  } catch (e) {
+    why = (e as Error).message.split('\n')[0] ?? 'not XML';
+    doc = undefined;
+  }
+  const el = doc?.node as unknown as XmlElement | undefined;
+  if (!doc || el?.nodeType !== elementNode || el.localName !== root || el.namespaceURI !== null)
+    throw new ApplianceError(`${what} is not a libvirt <${root}> XML document (${why})`, {
+      exitCode: ExitCode.hostProblem,
+      hint: 'check the libvirt host (virsh answers with the XML it stores); rerun with --verbose',
+    });
+  return doc;
+}
+
+/** The DOM element behind a builder node, or undefined for text, comments and the like. */
+function elementOf(n: XMLBuilder): XmlElement | undefined {
+  const node = n.node as unknown as XmlElement;
+  return node.nodeType === elementNode ? node : undefined;
+}
+
+/** The element children of `parent` (descendants with `deep`) that `match` accepts. */
+function elements(parent: XMLBuilder, match: (el: XmlElement) => boolean, deep = false): XMLBuilder[] {
+  return parent.filter(
+    (n) => {
+      const el = elementOf(n);
+      return el !== undefined && match(el);
+    },
+    false,
+    deep,
+  );
+}
+
+/** Elements of no namespace called `name`: libvirt's own. */
+const named = (name: string) => (el: XmlElement) => el.localName === name && el.namespaceURI === null;
+
+/** The digests recorded in a domain XML by `domainXml` (as libvirt gives it back, under any prefix). */
+export function recordedDigests(xml: string, what = 'the domain XML'): ImageDigests {
+  const domain = parseLibvirtXml(xml, 'domain', what);
   const out: ImageDigests = {};
-  for (const kind of ['kernel', 'initrd', 'rootfs'] as const) {
-    const m = new RegExp(`<appliance:${kind}\\s+sha256=['"]([0-9a-f]{64})['"]`).exec(xml);
-    if (m?.[1]) out[kind] = m[1];
+  for (const images of elements(domain, named('metadata'))) {
+    for (const n of elements(images, (el) => el.namespaceURI === metadataNamespace, true)) {
+      const el = elementOf(n);
+      const kind = el?.localName;
+      const sha256 = el?.getAttribute('sha256')?.trim();
+      if (
+        (kind === 'kernel' || kind === 'initrd' || kind === 'rootfs') &&
+        sha256 &&
+        /^[0-9a-f]{64}$/.test(sha256)
+      )
+        out[kind] = sha256;
+    }
   }
   return out;
+}
+
+/** The IPv4 address of a libvirt network (its first IPv4 `<ip address=…>`), from `net-dumpxml`. */
+export function networkIPv4(xml: string, what = 'the network XML'): string | undefined {
+  const network = parseLibvirtXml(xml, 'network', what);
+  for (const n of elements(network, named('ip'))) {
+    const el = elementOf(n);
+    const family = el?.getAttribute('family') ?? 'ipv4';
+    const address = el?.getAttribute('address')?.trim();
+    if (family === 'ipv4' && address && isIPv4(address)) return address;
+  }
+  return undefined;
+}
+
+/** The host files a domain XML boots from and attaches: kernel, initrd and each disk's source file. */
+export function domainFiles(xml: string, what = 'the domain XML'): string[] {
+  const domain = parseLibvirtXml(xml, 'domain', what);
+  const files: string[] = [];
+  for (const os of elements(domain, named('os')))
+    for (const n of elements(os, (el) => named('kernel')(el) || named('initrd')(el))) {
+      const path = elementOf(n)?.textContent?.trim();
+      if (path) files.push(path);
+    }
+  for (const devices of elements(domain, named('devices')))
+    for (const disk of elements(devices, named('disk')))
+      for (const source of elements(disk, named('source'))) {
+        const file = elementOf(source)?.getAttribute('file');
+        if (file) files.push(file);
+      }
+  return files;
 }
 
 /** libvirt's default NAT network's address, the gateway when the default network is used. */

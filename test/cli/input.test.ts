@@ -6,7 +6,9 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Command, Option } from 'commander';
 import { describe, expect, it } from 'vitest';
+import { defaultPool } from '../../src/guest/index.js';
 import { cliPath, repoRoot, spawnCollect, tempDir } from '../helpers.js';
 
 /** Run the CLI (or `file`) without blocking the test worker, killed after `seconds` (status -1 then). */
@@ -143,6 +145,16 @@ describe('numeric flags are validated before anything is done', () => {
       /--size "64M" is not a size that dataDisk\.size accepts \(Data disk size must be between 1024 MiB/,
     ],
     [['disk', 'create', '/tmp/never.img', '--size', '2m'], /--size "2m" is not a size/],
+    [['disk', 'create', '/tmp/never.img', '--size', '2O G'], /--size "2O G" is not a size that dataDisk/],
+    [['disk', 'create', '/tmp/never.img', '--label', 'a/b'], /--label "a\/b" is not an ext4 label/],
+    [
+      ['vm', 'stop', '--timeout', '86401'],
+      /--timeout "86401" is not a whole number of seconds from 1 to 86400/,
+    ],
+    [
+      ['vm', 'update', '--kernel', 'k', '--rootfs', 'r', '--stop-timeout', '0'],
+      /--stop-timeout "0" is not a whole number of seconds from 1 to 86400/,
+    ],
     [
       [
         'buildroot',
@@ -151,13 +163,102 @@ describe('numeric flags are validated before anything is done', () => {
         'http://127.0.0.1:9/x.tar.gz',
         '--sha256',
         'abc',
-        '--dest',
+        '--out',
         '/tmp/never-br',
       ],
       /--sha256 "abc" is not a sha256 of 64 hex digits/,
     ],
   ];
   for (const [args, pattern] of cases) it(args.join(' '), () => refused(args, pattern));
+});
+
+describe('flags that mirror a setting take its values from the schema', () => {
+  const arch =
+    /--arch "armv7" is not an architecture that arch accepts \(expected one of "x86_64", "aarch64"/;
+  const cases: [string[], RegExp][] = [
+    [['check', '--arch', 'armv7'], arch],
+    [['build', '--arch', 'armv7'], arch],
+    [['source', '--arch', 'armv7'], arch],
+    [['sbom', '--arch', 'armv7'], arch],
+    [['smoke', '--arch', 'armv7'], arch],
+    [['libvirt', 'domain', '--arch', 'armv7'], arch],
+    [['libvirt', 'domain', '--accel', 'hvf'], /'hvf' is invalid\. Allowed choices are auto, kvm, tcg/],
+    [['smoke', '--accel', 'KVM'], /Allowed choices are auto, kvm, tcg/],
+    [
+      ['vm', 'define', '--kernel', 'k', '--rootfs', 'r', '--accel', 'kvn'],
+      /Allowed choices are auto, kvm, tcg/,
+    ],
+  ];
+  for (const [args, pattern] of cases) it(args.join(' '), () => refused(args, pattern));
+
+  it('--accel is auto by default in every command (libvirt domain used kvm)', async () => {
+    const r = await cli(['libvirt', 'domain', '--kernel', '/nonexistent/bzImage']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^<domain type="qemu"/);
+    expect(r.stderr).toMatch(/using TCG/);
+    const kvm = await cli(['libvirt', 'domain', '--accel', 'kvm']);
+    expect(kvm.stdout).toMatch(/^<domain type="kvm"/);
+  });
+});
+
+describe('every command declares its options from one table', () => {
+  const options = async () => {
+    const { program } = await import('../../src/cli.js');
+    const { arches } = await import('../../src/config/index.js');
+    const { acceleratorChoices } = await import('../../src/guest/index.js');
+    const all: { command: string; option: Option }[] = [];
+    const visit = (cmd: Command, path: string[]) => {
+      for (const option of cmd.options as readonly Option[]) all.push({ command: path.join(' '), option });
+      for (const sub of cmd.commands) visit(sub, [...path, sub.name()]);
+    };
+    visit(program, []);
+    return { all, arches, acceleratorChoices };
+  };
+
+  it('--arch and --accel: the same choices everywhere (the schema enum, the guest model), --accel defaults to auto', async () => {
+    const { all, arches, acceleratorChoices } = await options();
+    const archs = all.filter((o) => o.option.long === '--arch');
+    const accels = all.filter((o) => o.option.long === '--accel');
+    expect(archs.map((o) => o.command).sort()).toEqual(
+      ['build', 'check', 'libvirt domain', 'sbom', 'smoke', 'source'].sort(),
+    );
+    for (const { option } of archs) expect(option.argChoices).toEqual([...arches]);
+    expect(accels.map((o) => o.command).sort()).toEqual([
+      'libvirt domain',
+      'smoke',
+      'vm define',
+      'vm update',
+    ]);
+    for (const { option } of accels) {
+      expect(option.argChoices).toEqual([...acceleratorChoices]);
+      expect(option.defaultValue).toBe('auto');
+    }
+  });
+
+  it('-o/--out is where a command writes, and its help says whether that is a file or a folder', async () => {
+    const { all } = await options();
+    const outs = all.filter((o) => o.option.long === '--out');
+    expect(outs.length).toBeGreaterThanOrEqual(10);
+    for (const { command, option } of outs) {
+      expect(option.short, command).toBe('-o');
+      expect(option.flags, command).toMatch(/^-o, --out <(file|dir)>$/);
+      const kind = option.flags.endsWith('<file>') ? 'file' : 'folder';
+      expect(option.description, command).toMatch(new RegExp(`^${kind} `));
+    }
+    expect(outs.find((o) => o.command === 'buildroot fetch')?.option.flags).toBe('-o, --out <dir>');
+    const otherSpellings = all.filter((o) =>
+      ['--dest', '--output', '--dir', '--out-dir'].includes(o.option.long ?? ''),
+    );
+    expect(otherSpellings).toEqual([]);
+  });
+
+  it('--pool only where a pool is used (define, update, undefine)', async () => {
+    const { all } = await options();
+    const pools = all.filter((o) => o.option.long === '--pool');
+    expect(pools.map((o) => o.command).sort()).toEqual(['vm define', 'vm undefine', 'vm update']);
+    for (const { option } of pools) expect(option.defaultValue).toBe(defaultPool);
+    await refused(['vm', 'status', '--pool', 'x'], /unknown option '--pool'/);
+  });
 });
 
 describe('option values and combinations', () => {

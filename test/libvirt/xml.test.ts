@@ -4,14 +4,17 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadAppliance, parseAppliance } from '../../src/config/index.js';
+import { ApplianceError, ExitCode } from '../../src/errors.js';
 import { defaultImagePaths, imageVolumes } from '../../src/guest/index.js';
 import {
   blockedIPv4,
   blockedIPv6,
   type DomainOptions,
+  domainFiles,
   domainUuid,
   domainXml,
   libvirtTree,
+  networkIPv4,
   nwfilterXml,
   recordedDigests,
 } from '../../src/libvirt/index.js';
@@ -288,5 +291,118 @@ describe('image digests in the domain metadata', () => {
     // libvirt gives the XML back with single quotes.
     expect(recordedDigests(xml.replaceAll('"', "'"))).toEqual({ kernel, rootfs });
     if (!noValidator) expect(validate(xml).ok, validate(xml).output).toBe(true);
+  });
+});
+
+describe('XML that libvirt gives back is parsed, not matched with regular expressions', () => {
+  const kernel = 'a'.repeat(64);
+  const rootfs = 'b'.repeat(64);
+  const initrd = 'c'.repeat(64);
+  // As `virsh dumpxml` prints it: single quotes, its own indentation, the prefix it stored.
+  const dumped = (images: string) => `<domain type='qemu' id='3'>
+  <name>edge</name>
+  <metadata>
+    ${images}
+  </metadata>
+  <os>
+    <type arch='x86_64' machine='pc-q35-7.2'>hvm</type>
+    <kernel>/var/lib/libvirt/images/p/edge-kernel</kernel>
+    <initrd>/var/lib/libvirt/images/p/edge-initrd</initrd>
+  </os>
+  <devices>
+    <disk type='file' device='disk'>
+      <source file='/var/lib/libvirt/images/p/edge-rootfs' index='2'/>
+    </disk>
+    <disk type='file' device='disk'>
+      <source file="/var/lib/libvirt/images/p/it&apos;s-data"/>
+    </disk>
+  </devices>
+</domain>
+`;
+
+  it('reads the digests under any prefix, quoting and white space', () => {
+    for (const images of [
+      `<appliance:images xmlns:appliance='urn:runner-appliance:images:1'><appliance:kernel sha256='${kernel}'/><appliance:rootfs sha256='${rootfs}'/></appliance:images>`,
+      `<ra:images xmlns:ra="urn:runner-appliance:images:1">\n      <ra:kernel   sha256 = "${kernel}" />\n      <ra:rootfs\n sha256="${rootfs}"></ra:rootfs>\n    </ra:images>`,
+      `<images xmlns='urn:runner-appliance:images:1'><kernel sha256='${kernel}'/><rootfs sha256='${rootfs}'/></images>`,
+    ])
+      expect(recordedDigests(dumped(images)), images).toEqual({ kernel, rootfs });
+    const withInitrd = `<x:images xmlns:x='urn:runner-appliance:images:1'><x:initrd sha256='${initrd}'/></x:images>`;
+    expect(recordedDigests(dumped(withInitrd))).toEqual({ initrd });
+  });
+
+  it('ignores elements of the same name in another namespace, outside <metadata>, or without a sha256', () => {
+    const other = `<appliance:images xmlns:appliance='urn:someone-else:1'><appliance:kernel sha256='${kernel}'/></appliance:images>`;
+    expect(recordedDigests(dumped(other))).toEqual({});
+    const bad = `<a:images xmlns:a='urn:runner-appliance:images:1'><a:kernel sha256='not-a-digest'/><a:rootfs/></a:images>`;
+    expect(recordedDigests(dumped(bad))).toEqual({});
+    expect(recordedDigests("<domain type='kvm'><name>edge</name></domain>")).toEqual({});
+    // A regular expression read the prefix "appliance:" anywhere, even inside a description.
+    const description = `<domain><description>&lt;appliance:kernel sha256='${kernel}'/&gt;</description></domain>`;
+    expect(recordedDigests(description)).toEqual({});
+  });
+
+  it('reads the files a domain boots from and attaches (entities decoded)', () => {
+    expect(domainFiles(dumped(''))).toEqual([
+      '/var/lib/libvirt/images/p/edge-kernel',
+      '/var/lib/libvirt/images/p/edge-initrd',
+      '/var/lib/libvirt/images/p/edge-rootfs',
+      "/var/lib/libvirt/images/p/it's-data",
+    ]);
+    const ours = domainXml(config, options({ initrd: '/srv/images/initrd' }));
+    expect(domainFiles(ours)).toEqual([
+      '/srv/images/bzImage',
+      '/srv/images/initrd',
+      '/srv/images/rootfs.squashfs',
+      '/srv/images/data.img',
+    ]);
+  });
+
+  it("reads a network's IPv4 address as net-dumpxml prints it", () => {
+    const network = (ips: string) => `<network connections='1'>
+  <name>isolated</name>
+  <uuid>0b4b3b8e-1d0a-4bba-a2c1-2c6f4f0e8a41</uuid>
+  <bridge name='virbr1' stp='on' delay='0'/>
+  <mac address='52:54:00:12:34:56'/>
+  ${ips}
+</network>`;
+    const v4 = `<ip address='10.77.0.1' netmask='255.255.255.0'>\n    <dhcp><range start='10.77.0.2' end='10.77.0.254'/></dhcp>\n  </ip>`;
+    const v6 = `<ip family="ipv6" address="fd00:77::1" prefix="64"/>`;
+    expect(networkIPv4(network(v4))).toBe('10.77.0.1');
+    expect(networkIPv4(network(`${v6}\n  ${v4}`))).toBe('10.77.0.1');
+    expect(networkIPv4(network(`<ip family='ipv4' address = "10.9.0.1" prefix='24'/>`))).toBe('10.9.0.1');
+    expect(networkIPv4(network(v6))).toBeUndefined();
+    expect(networkIPv4(network(''))).toBeUndefined();
+    // An address elsewhere (a DNS host entry) is not the network's.
+    expect(
+      networkIPv4(network(`<dns><host ip='10.1.1.1'><hostname>a</hostname></host></dns>`)),
+    ).toBeUndefined();
+  });
+
+  it('refuses malformed XML or the wrong document with one clear error (a libvirt host problem, exit 3)', () => {
+    for (const [xml, root] of [
+      ["<domain><metadata><a:images xmlns:a='urn:runner-appliance:images:1'><a:kernel sha256='", 'domain'],
+      ['error: failed to get domain', 'domain'],
+      ['', 'domain'],
+      ['<network><name>n</name></network>', 'domain'],
+      ['<domain><name>d</name></domain>', 'network'],
+    ] as const) {
+      let caught: unknown;
+      try {
+        if (root === 'domain') recordedDigests(xml, 'virsh dumpxml edge');
+        else networkIPv4(xml, 'virsh net-dumpxml n');
+      } catch (e) {
+        caught = e;
+      }
+      expect(caught, xml).toBeInstanceOf(ApplianceError);
+      const e = caught as ApplianceError;
+      expect(e.exitCode).toBe(ExitCode.hostProblem);
+      expect(e.oneLine()).toMatch(
+        new RegExp(
+          `^virsh (net-)?dumpxml \\w+ is not a libvirt <${root}> XML document \\(.+\\): check the libvirt host`,
+        ),
+      );
+      expect(e.oneLine()).not.toContain('\n');
+    }
   });
 });
