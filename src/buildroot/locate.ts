@@ -85,7 +85,7 @@ export async function fetchBuildroot(options: FetchOptions): Promise<string> {
   }
   if (existsSync(dest)) {
     throw new ApplianceError(`${dest} exists but is not a Buildroot ${options.version} tree`, {
-      hint: 'remove it or choose another --dest',
+      hint: 'remove it or choose another --out',
     });
   }
   const pin = releasePin(options.version);
