@@ -46,6 +46,7 @@ import {
   connection,
   consoleVm,
   type DefineOptions,
+  defaultConnectUri,
   defaultNetworkGateway,
   defineVm,
   destroyVm,
@@ -107,6 +108,8 @@ const outDirOption = (what: string, fallback?: string) => {
   const option = new Option('-o, --out <dir>', `folder ${what}`);
   return fallback === undefined ? option : option.default(fallback);
 };
+/** Where `render` writes the br2-external tree and `pin-hashes` re-renders it, unless told otherwise. */
+const renderedTree = 'external';
 const buildrootOption = () =>
   new Option('--buildroot <dir>', 'Buildroot tree (default: $APPLIANCE_BUILDROOT, then the cache)');
 
@@ -118,7 +121,7 @@ program
   .command('render')
   .description('render the br2-external tree for the appliance')
   .addOption(configOption())
-  .addOption(outDirOption('to render the br2-external tree into', 'external'))
+  .addOption(outDirOption('to render the br2-external tree into', renderedTree))
   .option('--force', 'overwrite generated files that were edited since the last render')
   .action((opts: { config?: string; out: string; force?: boolean }) => {
     outputDir('--out', opts.out, { refuseSystemRoots: true });
@@ -231,7 +234,7 @@ program
   .description("record the sha256 of docuum's and gitlab-runner's downloaded archives, then re-render")
   .addOption(configOption())
   .requiredOption('--dl-dir <dir>', 'Buildroot download folder (BR2_DL_DIR) of a networked build')
-  .addOption(outDirOption('of the rendered tree to re-render', 'external'))
+  .addOption(outDirOption('of the rendered tree to re-render', renderedTree))
   .action((opts: { config?: string; dlDir: string; out: string }) => {
     outputDir('--out', opts.out, { refuseSystemRoots: true });
     const config = loadAppliance(opts.config);
@@ -425,7 +428,7 @@ libvirtCmd
 
 const connectOption = () =>
   new Option('--connect <uri>', 'libvirt URI, e.g. qemu+ssh://root@host/system')
-    .default('qemu:///system')
+    .default(defaultConnectUri)
     .argParser(libvirtUri);
 /** --pool, only on the commands that put volumes in a pool or delete them (define, update, undefine). */
 const poolOption = () =>

@@ -4,6 +4,7 @@ export {
   connection,
   consoleVm,
   type DefineOptions,
+  defaultConnectUri,
   defineVm,
   destroyVm,
   startVm,

@@ -42,7 +42,10 @@ export interface Connection {
   poolPath: string;
 }
 
-export function connection(uri = 'qemu:///system', pool = defaultPool): Connection {
+/** The libvirt connection used unless told otherwise: the local system daemon. */
+export const defaultConnectUri = 'qemu:///system';
+
+export function connection(uri = defaultConnectUri, pool = defaultPool): Connection {
   return { uri, pool, poolPath: poolPath(pool) };
 }
 
