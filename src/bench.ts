@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: wall times of the main commands on the default appliance.yaml, printed as
  * figures (median of a few runs). Steps that need a Buildroot tree are skipped, with the reason,
- * when none is found.
+ * when none is found. `npm run bench -- --smoke-only` runs only the stand-in smoke.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -36,6 +36,15 @@ try {
   process.stdout.write(
     `runner-appliance benchmarks (default appliance.yaml, ${process.arch}, node ${process.version})\n`,
   );
+  // `npm run bench -- --smoke-only`: just the stand-in smoke.
+  if (!process.argv.includes('--smoke-only')) benchCommands(work);
+  benchStandin(work);
+} finally {
+  rmSync(work, { recursive: true, force: true });
+}
+
+/** render, check and sbom on the default appliance.yaml. */
+function benchCommands(work: string): void {
   report('render (fresh folder)', time(['render', '--out', join(work, 'a')], 1));
   report('render (up to date)', time(['render', '--out', join(work, 'a')], 5));
   const br = process.env.APPLIANCE_BUILDROOT ?? cachedBuildrootDir('2026.02.3');
@@ -47,9 +56,6 @@ try {
       `check, sbom: skipped (no Buildroot 2026.02.3 at ${br}; run 'appliance buildroot fetch')\n`,
     );
   }
-  benchStandin(work);
-} finally {
-  rmSync(work, { recursive: true, force: true });
 }
 
 /** The stand-in image (a test fixture from Debian packages, not the Buildroot product) under TCG. */
@@ -69,39 +75,29 @@ function benchStandin(dir: string): void {
     rootfs: string;
   };
   const out = join(dir, 'smoke');
-  const t = time(
-    [
-      'smoke',
-      '--kernel',
-      image.kernel,
-      '--rootfs',
-      image.rootfs,
-      '--accel',
-      'tcg',
-      '--out',
-      out,
-      '--hold',
-      '60',
-    ],
-    1,
-  );
+  const hold = 60;
+  const smoke = ['smoke', '--kernel', image.kernel, '--rootfs', image.rootfs, '--accel', 'tcg', '--out', out];
+  const t = time([...smoke, '--hold', String(hold)], 1);
   const timeline = JSON.parse(readFileSync(join(out, 'timeline.json'), 'utf8')) as {
     milestones: Record<string, number>;
+    dockerActiveSource?: string;
     qemuRssKiB?: number;
     guestMemoryKiB?: number;
+    idleSeconds?: number;
   };
-  const dockerReady = timeline.milestones.docker ?? Number.NaN;
-  const smokeWall = (t.median ?? 0) - 60;
-  process.stdout.write(`stand-in (TCG): QEMU start to Docker ready  ${dockerReady.toFixed(1)} s\n`);
-  process.stdout.write(
-    `stand-in (TCG): whole appliance smoke       ${smokeWall.toFixed(1)} s (wall, without the 60 s idle hold)\n`,
-  );
-  process.stdout.write(
-    `stand-in (TCG): Docker ready / smoke wall   ${(dockerReady / smokeWall).toFixed(2)}\n`,
-  );
+  // The bare boot: QEMU start to docker.service active in the same boot, from the guest's clock.
+  const dockerReady = timeline.milestones['docker-active'] ?? Number.NaN;
+  // The whole command as a user waits for it (node start to exit), without the idle hold.
+  const smokeWall = t.median - (timeline.idleSeconds ?? hold);
+  const line = (label: string, value: string) =>
+    process.stdout.write(`stand-in (TCG): ${label.padEnd(44)} ${value}\n`);
+  line('bare boot: QEMU start to docker.service active', `${dockerReady.toFixed(1)} s`);
+  line('whole appliance smoke (wall, without --hold)', `${smokeWall.toFixed(1)} s`);
+  line('smoke wall / bare Docker ready (target <= 1.15)', (smokeWall / dockerReady).toFixed(2));
+  process.stdout.write(`  (Docker ready: ${timeline.dockerActiveSource ?? 'not measured'})\n`);
   if (timeline.qemuRssKiB && timeline.guestMemoryKiB) {
     process.stdout.write(
-      `stand-in (TCG): QEMU resident memory after 60 s idle ${(timeline.qemuRssKiB / 1024).toFixed(0)} MiB of ${(timeline.guestMemoryKiB / 1024).toFixed(0)} MiB guest memory (${((100 * timeline.qemuRssKiB) / timeline.guestMemoryKiB).toFixed(0)}%)\n`,
+      `stand-in (TCG): QEMU resident memory after ${hold} s idle ${(timeline.qemuRssKiB / 1024).toFixed(0)} MiB of ${(timeline.guestMemoryKiB / 1024).toFixed(0)} MiB guest memory (${((100 * timeline.qemuRssKiB) / timeline.guestMemoryKiB).toFixed(0)}%)\n`,
     );
   }
 }

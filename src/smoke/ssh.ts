@@ -36,14 +36,17 @@ function connectOnce(port: number, privateKey: string, timeoutMs: number): Promi
   });
 }
 
-/** Keep trying until `deadline` (ms since epoch), backing off from 1 s to 5 s. */
+/**
+ * Keep trying until `deadline` (ms since epoch), every 0.5 s to 1 s: while the guest's sshd is
+ * not listening yet, QEMU's port forward refuses at once, so a try costs the guest nothing.
+ */
 export async function connectWithBackoff(
   port: number,
   privateKey: string,
   deadline: number,
   stillRunning: () => boolean,
 ): Promise<Client> {
-  let wait = 1000;
+  let wait = 500;
   let last: unknown;
   while (Date.now() < deadline && stillRunning()) {
     try {
@@ -52,7 +55,7 @@ export async function connectWithBackoff(
       last = e;
     }
     await new Promise((r) => setTimeout(r, wait));
-    wait = Math.min(5000, wait * 1.5);
+    wait = Math.min(1000, wait * 1.2);
   }
   throw new Error(
     `SSH did not answer on 127.0.0.1:${port}${last ? ` (last error: ${(last as Error).message})` : ''}`,

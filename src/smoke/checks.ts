@@ -1,0 +1,175 @@
+/**
+ * What `appliance smoke` checks in the booted guest: one table entry per check. The runner
+ * (runner.ts) starts every check as soon as SSH answers and the checks it depends on are done,
+ * over one SSH connection. Adding a check is adding one entry here.
+ */
+import type { ApplianceConfig } from '../config/index.js';
+import type { ExecResult } from './ssh.js';
+
+export interface CheckContext {
+  config: ApplianceConfig;
+  /** The rootfs tarball imported as the test container image, when there is one. */
+  imageTar?: Buffer;
+  /** Why there is no test image (shown when a check that needs it is skipped). */
+  noImageReason?: string;
+}
+
+export interface SmokeCheck {
+  /** The JUnit test case name. */
+  name: string;
+  /** Shell command run as root in the guest. */
+  command: string;
+  /** What is wrong with the result, or undefined when the check passed. */
+  judge: (r: ExecResult, ctx: CheckContext) => string | undefined;
+  /**
+   * Seconds the command may take under KVM (TCG gets three times as long; default 30), or
+   * 'deadline' for a check that waits for the boot and may take what is left of --timeout.
+   */
+  timeout?: number | 'deadline';
+  /** Checks that must pass first; when one fails or is skipped, this one is skipped. */
+  dependsOn?: readonly string[];
+  /** Checks that must have finished first, whatever their result (ordering only). */
+  after?: readonly string[];
+  /** Bytes for the command's stdin, or why the check cannot run (then it is skipped). */
+  stdin?: (ctx: CheckContext) => Buffer | { skip: string };
+  /** Not a test case: its output is recorded in the timeline (diagnostics). */
+  informational?: boolean;
+}
+
+/**
+ * A guest shell snippet that returns once `unit`'s start job of this boot has finished (at once
+ * when it has none), without starting anything: a transient unit ordered after it.
+ */
+export function afterUnit(unit: string): string {
+  return `systemd-run --wait --quiet --collect -p After=${unit} true`;
+}
+
+const firstLine = (text: string) => text.trim().split('\n')[0] ?? '';
+
+/** The built-in checks, in report order. */
+export const builtinChecks: readonly SmokeCheck[] = [
+  {
+    name: 'boot.multi-user',
+    command: 'systemctl is-system-running --wait; systemctl --failed --plain --no-legend --no-pager',
+    timeout: 'deadline',
+    judge: (r) => {
+      const [state, ...failed] = r.stdout.split('\n');
+      const units = failed.map((l) => l.trim().split(/\s+/)[0]).filter(Boolean);
+      return state?.trim() === 'running'
+        ? undefined
+        : `system state is ${state?.trim() || 'unknown'}; failed units: ${units.join(', ') || 'none listed'}`;
+    },
+  },
+  {
+    name: 'rootfs.read-only-squashfs',
+    command: 'findmnt -n -o FSTYPE,OPTIONS /',
+    judge: (r) => {
+      const [fstype, options] = r.stdout.trim().split(/\s+/);
+      return fstype === 'squashfs' && (options ?? '').split(',').includes('ro')
+        ? undefined
+        : `/ is ${fstype} (${options}), not a read-only squashfs`;
+    },
+  },
+  {
+    name: 'data-disk.var-lib-docker',
+    command: 'findmnt -n -o SOURCE,FSTYPE -T /var/lib/docker; findmnt -n -o SOURCE,FSTYPE,LABEL /data',
+    judge: (r, { config }) => {
+      const [docker, dataLine] = r.stdout.trim().split('\n');
+      const [dockerSource, dockerFs] = (docker ?? '').trim().split(/\s+/);
+      const [dataSource, dataFs, label] = (dataLine ?? '').trim().split(/\s+/);
+      const wanted = config.dataDisk.label;
+      if (dockerFs !== 'ext4') return `/var/lib/docker is on ${dockerFs ?? 'nothing'}, not ext4`;
+      if (!dataSource || !dockerSource?.startsWith(dataSource))
+        return `/var/lib/docker (${dockerSource}) is not on the data disk (${dataSource ?? 'not mounted'})`;
+      if (dataFs !== 'ext4' || label !== wanted)
+        return `/data is ${dataFs} labelled ${label ?? '(none)'}, not ext4 labelled ${wanted}`;
+      return undefined;
+    },
+  },
+  {
+    name: 'containerd.state-on-tmpfs',
+    command: 'findmnt -n -o FSTYPE /var/lib/containerd',
+    judge: (r) =>
+      r.stdout.trim() === 'tmpfs'
+        ? undefined
+        : `/var/lib/containerd is ${r.stdout.trim() || 'not a mount'}, not tmpfs`,
+  },
+  {
+    // Ask systemd first: the docker CLI waits on docker.socket when the daemon cannot start.
+    name: 'docker.info',
+    command: `${afterUnit('docker.service')}; s=$(systemctl is-active docker.service); [ "$s" = active ] || { echo "docker.service is $s" >&2; exit 3; }; docker info --format '{{.Driver}} {{.CgroupVersion}}'`,
+    timeout: 'deadline',
+    judge: (r) => {
+      if (r.code !== 0) return `docker info failed: ${firstLine(r.stderr)}`;
+      return r.stdout.trim() === 'overlay2 2'
+        ? undefined
+        : `docker reports storage driver and cgroup version "${r.stdout.trim()}", not "overlay2 2"`;
+    },
+  },
+  {
+    name: 'docker.run-imported-image',
+    command:
+      'docker import - appliance-smoke:local >/dev/null && docker run --rm --network none appliance-smoke:local /bin/busybox echo smoke-ok',
+    dependsOn: ['docker.info'],
+    stdin: (ctx) => ctx.imageTar ?? { skip: ctx.noImageReason ?? 'no test image' },
+    judge: (r) =>
+      r.code === 0 && r.stdout.includes('smoke-ok')
+        ? undefined
+        : `the container did not run (exit ${r.code}): ${r.stderr.trim().split('\n').pop() ?? ''}`,
+  },
+  {
+    name: 'docuum.active',
+    command: `${afterUnit('docuum.service')}; systemctl is-active docuum.service`,
+    dependsOn: ['docker.info'],
+    judge: (r) => (r.stdout.trim() === 'active' ? undefined : `docuum.service is ${r.stdout.trim()}`),
+  },
+  {
+    name: 'gitlab-runner.state',
+    command: `${afterUnit('gitlab-runner.service')}; systemctl show -p ActiveState -p Result -p ConditionResult gitlab-runner.service; test -s /data/gitlab-runner/config.toml && echo configured || echo unconfigured`,
+    dependsOn: ['docker.info'],
+    judge: (r) => {
+      const active = /ActiveState=(\S+)/.exec(r.stdout)?.[1];
+      const condition = /ConditionResult=(\S+)/.exec(r.stdout)?.[1];
+      if (r.stdout.includes('unconfigured'))
+        return condition === 'no' && active !== 'failed'
+          ? undefined
+          : `the runner has no token but gitlab-runner.service is ${active}`;
+      return active === 'active'
+        ? undefined
+        : `the runner is configured but gitlab-runner.service is ${active}`;
+    },
+  },
+  {
+    // When docker.service became active, on the guest's monotonic clock, with the clock's reading
+    // now: the host maps it to the time since QEMU started (see dockerActiveSeconds in smoke.ts).
+    name: 'docker.active-since',
+    command: 'cat /proc/uptime; systemctl show -p ActiveEnterTimestampMonotonic --value docker.service',
+    dependsOn: ['docker.info'],
+    informational: true,
+    judge: (r) => (r.code === 0 ? undefined : `exit status ${r.code}`),
+  },
+  {
+    name: 'systemd-analyze',
+    command:
+      'systemd-analyze; systemd-analyze critical-chain --no-pager; systemd-analyze blame --no-pager | head -n 15',
+    after: ['boot.multi-user'],
+    informational: true,
+    timeout: 60,
+    judge: (r) => (r.code === 0 ? undefined : `exit status ${r.code}`),
+  },
+];
+
+/** The `smoke.checks` entries of the config, run once the boot has finished. */
+export function configChecks(config: ApplianceConfig): SmokeCheck[] {
+  return config.smoke.checks.map((check) => ({
+    name: `config.${check.name}`,
+    command: check.run,
+    after: ['boot.multi-user'],
+    judge: (r: ExecResult) => {
+      if (r.code !== 0) return `exit status ${r.code}`;
+      if (check.expect && !new RegExp(check.expect).test(r.stdout))
+        return `output does not match /${check.expect}/`;
+      return undefined;
+    },
+  }));
+}
