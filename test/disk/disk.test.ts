@@ -1,5 +1,5 @@
 /** The data disk: made without root mounts or loop devices, and never overwritten. */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -95,5 +95,136 @@ describe('appliance disk create', () => {
     const r = runCli(['disk', 'inspect', junk]);
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/holds no ext4 filesystem/);
+  });
+});
+
+describe('appliance disk grow', () => {
+  const dir = tempDir();
+  const image = join(dir, 'data.img');
+  const debugfs = (request: string, ...flags: string[]) =>
+    execFileSync('debugfs', [...flags, '-R', request, image], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+  const marker = join(dir, 'marker.txt');
+  /** What any write or resize changes (size, allocation, modification time); cheaper than hashing GiBs. */
+  const fingerprint = () => {
+    const st = statSync(image);
+    return `${st.size} ${st.blocks} ${st.mtimeMs} ${st.ctimeMs}`;
+  };
+
+  it('grows a sparse image in place and keeps its label, its UUID and its files', async () => {
+    expect(runCli(['disk', 'create', image, '--size', '1G']).status).toBe(0);
+    writeFileSync(marker, 'kept across every grow\n');
+    debugfs(`write ${marker} marker`, '-w');
+    const before = JSON.parse(runCli(['disk', 'inspect', image, '--json']).stdout);
+    const r = runCli(['disk', 'grow', image, '--size', '3G']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(
+      /grown from 1G to 3G; the guest grows the filesystem to fill it at its next boot/,
+    );
+    const st = statSync(image);
+    expect(st.size).toBe(3 * 1024 ** 3);
+    expect(st.blocks * 512).toBeLessThan(200 * 1024 ** 2);
+    const after = JSON.parse(runCli(['disk', 'inspect', image, '--json']).stdout);
+    expect(after).toMatchObject({
+      label: before.label,
+      uuid: before.uuid,
+      filesystemBytes: before.filesystemBytes,
+    });
+    expect(debugfs('cat marker')).toBe('kept across every grow\n');
+    expect(readdirSync(dir).sort()).toEqual(['data.img', 'marker.txt']);
+  });
+
+  it('the same size again changes nothing', async () => {
+    const before = fingerprint();
+    const r = runCli(['disk', 'grow', image, '--size', '3G']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/is already 3G: nothing to do/);
+    expect(fingerprint()).toBe(before);
+  });
+
+  it.each([
+    [['--size', '2G'], /would shrink it, and a data disk never shrinks: pass a --size larger than 3G/],
+    [['--size', '30Q'], /^error: --size "30Q" is not a size that dataDisk\.size accepts/],
+    [['--size', '64M'], /must be between 1024 MiB/],
+    [[], /required option '--size <size>'/],
+  ])('refuses %j with one line, exit 2, and the image unchanged', async (flags, message) => {
+    const before = fingerprint();
+    const r = runCli(['disk', 'grow', image, ...flags]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(message);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(fingerprint()).toBe(before);
+    expect(statSync(image).size).toBe(3 * 1024 ** 3);
+  });
+
+  it.each([
+    [
+      'a FIFO',
+      () => {
+        const fifo = join(dir, 'fifo');
+        execFileSync('mkfifo', [fifo]);
+        return fifo;
+      },
+      /is a FIFO, not a regular file/,
+    ],
+    ['a folder', () => dir, /is a folder, not a regular file/],
+    ['a file under /proc', () => '/proc/uptime', /is under \/proc, not on a real file system/],
+    [
+      'a file without ext4',
+      () => {
+        const junk = join(dir, 'junk.img');
+        writeFileSync(junk, Buffer.alloc(1024 * 1024));
+        return junk;
+      },
+      /holds no ext4 filesystem: disk grow enlarges data disks made by appliance disk create/,
+    ],
+    ['a missing file', () => join(dir, 'missing.img'), /does not exist/],
+  ])('refuses %s', (_, make, message) => {
+    const path = make();
+    const r = runCli(['disk', 'grow', path, '--size', '4G']);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(message);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+  });
+
+  it('refuses an image a running QEMU holds, and grows it once QEMU is gone', async () => {
+    // A paused QEMU with the disk attached holds QEMU's image lock, as a running VM does.
+    const qemu = spawn(
+      'qemu-system-x86_64',
+      [
+        '-accel',
+        'tcg',
+        '-nodefaults',
+        '-S',
+        '-display',
+        'none',
+        '-nic',
+        'none',
+        '-drive',
+        `file=${image},format=raw,if=virtio`,
+      ],
+      { stdio: 'ignore' },
+    );
+    try {
+      let held = false;
+      for (let i = 0; i < 50 && !held; i++) {
+        held = spawnSync('qemu-io', ['-f', 'raw', '-c', 'quit', image], { stdio: 'ignore' }).status !== 0;
+        if (!held) await new Promise((r) => setTimeout(r, 200));
+      }
+      expect(held, 'QEMU took the image lock').toBe(true);
+      const before = fingerprint();
+      const r = runCli(['disk', 'grow', image, '--size', '4G']);
+      expect(r.status).toBe(3);
+      expect(r.stderr).toMatch(/^error: data disk .* is in use by a running QEMU: grow a libvirt VM's disk/);
+      expect(fingerprint()).toBe(before);
+    } finally {
+      qemu.kill('SIGTERM');
+      await new Promise((r) => qemu.once('exit', r));
+    }
+    expect(runCli(['disk', 'grow', image, '--size', '4G']).status).toBe(0);
+    expect(statSync(image).size).toBe(4 * 1024 ** 3);
+    expect(debugfs('cat marker')).toBe('kept across every grow\n');
   });
 });
