@@ -91,6 +91,7 @@ export function defconfigSymbols(
     'BR2_PACKAGE_DOCKER_CLI_BUILDX=y',
     'BR2_PACKAGE_CA_CERTIFICATES=y',
     'BR2_PACKAGE_E2FSPROGS=y',
+    'BR2_PACKAGE_E2FSPROGS_RESIZE2FS=y',
     'BR2_PACKAGE_OPENSSH=y',
     ...externalPackages.map((p) => `${packageSymbol(p)}=y`),
     'BR2_TARGET_ROOTFS_SQUASHFS=y',
