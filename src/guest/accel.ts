@@ -100,10 +100,12 @@ export async function chooseAccelerator(
 ): Promise<Accel> {
   if (wanted !== 'auto') return wanted;
   const probe = await probeKvm(arch, kernel, probeSeconds);
-  info(
-    probe.result === 'works'
-      ? 'KVM runs a guest here: using KVM'
-      : `KVM ${probe.result === 'hangs' ? 'hangs here' : 'is unavailable'}: using TCG`,
-  );
+  const why = {
+    works: 'KVM runs a guest here: using KVM',
+    hangs: 'KVM hangs here: using TCG',
+    unavailable: `KVM is unavailable (${'reason' in probe ? probe.reason : ''}): using TCG`,
+    'not-probed': `KVM was not probed (${'reason' in probe ? probe.reason : ''}): using TCG`,
+  };
+  info(why[probe.result]);
   return probe.result === 'works' ? 'kvm' : 'tcg';
 }
