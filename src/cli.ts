@@ -8,7 +8,7 @@ import {
   fetchBuildroot,
   formatPlan,
   generateSbom,
-  pinHashes,
+  hashArchives,
 } from './buildroot/index.js';
 import { checkAppliance, formatCheckReport } from './check/index.js';
 import {
@@ -62,7 +62,14 @@ import {
 } from './libvirt/index.js';
 import { info, isVerbose, setVerbose } from './log.js';
 import { packageRoot } from './paths.js';
-import { renderToDisk, writeTree } from './render/index.js';
+import {
+  externalPackages,
+  hashPinsPath,
+  readHashPins,
+  renderToDisk,
+  renderTree,
+  writeTree,
+} from './render/index.js';
 import { installSignalHandlers, runCommand, wasInterrupted } from './run/index.js';
 import { runSmoke } from './smoke/index.js';
 
@@ -235,12 +242,17 @@ program
   .addOption(configOption())
   .requiredOption('--dl-dir <dir>', 'Buildroot download folder (BR2_DL_DIR) of a networked build')
   .addOption(outDirOption('of the rendered tree to re-render', renderedTree))
-  .action((opts: { config?: string; dlDir: string; out: string }) => {
+  .action(async (opts: { config?: string; dlDir: string; out: string }) => {
     outputDir('--out', opts.out, { refuseSystemRoots: true });
     const config = loadAppliance(opts.config);
-    const result = pinHashes(config, opts.dlDir);
-    for (const p of result.pinned) info(`pinned ${p.archive} ${p.sha256}`);
-    info(`wrote ${result.file}`);
+    const pins = { ...readHashPins(config) };
+    for (const p of await hashArchives(opts.dlDir, externalPackages)) {
+      pins[p.archive] = p.sha256;
+      info(`pinned ${p.archive} ${p.sha256}`);
+    }
+    const sorted = Object.fromEntries(Object.entries(pins).sort(([a], [b]) => (a < b ? -1 : 1)));
+    writeOutput('hash pins', hashPinsPath(config), `${JSON.stringify(sorted, null, 2)}\n`);
+    info(`wrote ${hashPinsPath(config)}`);
     const written = renderToDisk(config, opts.out);
     info(written.unchanged ? `${written.outDir} is up to date` : `re-rendered ${written.outDir}`);
   });
@@ -651,7 +663,7 @@ buildFlags(
       checkBuildFlags(o);
       maybe((w, p) => outputDir(w, p, { refuseSystemRoots: true }), '--out', o.out);
       const config = loadAppliance(o.config);
-      const result = await build(config, { ...o, planOnly: o.plan });
+      const result = await build(config, renderTree(config), { ...o, planOnly: o.plan });
       if (o.plan || !o.json) process.stdout.write(`${formatPlan(result.plan)}\n`);
       if (result.manifest && !o.json) {
         for (const f of result.manifest.files)
@@ -671,13 +683,13 @@ buildFlags(
 ).action(async (o: BuildFlags) => {
   checkBuildFlags(o);
   const config = loadAppliance(o.config);
-  const r = await downloadSources(config, o);
+  const r = await downloadSources(config, renderTree(config), o);
   if (r.failed.length > 0) {
     throw new ApplianceError(
       `${r.failed.length} package(s) could not be downloaded: ${r.failed.map((f) => `${f.pkg} ${f.version}`).join(', ')}`,
       {
         exitCode: ExitCode.checkFailed,
-        hint: `check the network or --mirror; the log is ${join(r.dlDir, 'appliance-source.log')}`,
+        hint: `check the network or --mirror; the log is ${r.log}`,
       },
     );
   }
@@ -697,7 +709,7 @@ program
       maybe(inputDir, '--buildroot', o.buildroot);
       maybe(outputFile, '--out', o.out);
       const config = loadAppliance(o.config);
-      const bom = await generateSbom(config, o);
+      const bom = await generateSbom(config, renderTree(config), o);
       writeOutput('--out', o.out, `${JSON.stringify(bom, null, 2)}\n`);
     },
   );

@@ -1,13 +1,12 @@
 /**
- * `appliance build`: render the tree, configure Buildroot with O= and BR2_DL_DIR, check the
- * symbols, plan the least rebuild, run make with a progress display and a full log, diagnose a
+ * `appliance build`: write the rendered tree (from the caller), configure Buildroot with O= and
+ * BR2_DL_DIR, check the symbols, plan the least rebuild, run make with a progress display and a full log, diagnose a
  * failure, and gather the images into an artifacts folder with a manifest.
  */
 import {
   copyFileSync,
   existsSync,
   mkdirSync,
-  mkdtempSync,
   readdirSync,
   readFileSync,
   renameSync,
@@ -15,39 +14,28 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { type ApplianceConfig, type Arch, defconfigName } from '../config/index.js';
+import type { ApplianceConfig, Arch } from '../config/index.js';
 import { sha256File, sha256Of } from '../digest.js';
 import { ApplianceError, ExitCode } from '../errors.js';
 import { info } from '../log.js';
-import { cacheDir } from '../paths.js';
-import { renderTree, writeTree } from '../render/index.js';
 import { noteOnInterrupt, runCommand } from '../run/index.js';
-import { compareConfigs, explainProblems, type SymbolProblem } from './check.js';
+import type { Tree } from '../tree.js';
+import { buildExtras, type ConfigureOptions, downloadDir, makeEnv, withScratchConfig } from './configure.js';
 import { diagnoseBuildLog } from './diagnose.js';
-import { locateBuildroot } from './locate.js';
 import { type BuildPlan, type BuildSnapshot, packageSymbols, planBuild, snapshotConfig } from './planner.js';
-import { formatProgress, type ProgressEvent, ProgressTracker, parseProgressLine } from './progress.js';
-import { configSha256, type ShowInfoEntry, sbomFromShowInfo } from './sbom.js';
+import { formatProgress, type ProgressEvent, ProgressTracker } from './progress.js';
+import { configSha256 } from './sbom.js';
 
-export interface BuildOptions {
-  arch?: Arch;
+export interface BuildOptions extends ConfigureOptions {
   jobs?: number;
   dlDir?: string;
-  ccache?: boolean;
   out?: string;
-  buildroot?: string;
-  /** Download mirror tried before (or, with mirrorOnly, instead of) upstream sites. */
-  mirror?: string;
-  mirrorOnly?: boolean;
   /** Start from scratch whatever the planner says. */
   clean?: boolean;
   planOnly?: boolean;
   /** Progress as JSON lines on stdout. */
   json?: boolean;
-  /** The make binary (tests use a scripted one). */
-  make?: string;
 }
 
 export interface BuildLayout {
@@ -92,103 +80,37 @@ export interface ArtifactManifest {
   files: { name: string; bytes: number; sha256: string }[];
 }
 
-/** Extra defconfig lines for build-time choices that are not part of the appliance itself. */
-function buildExtras(o: BuildOptions): string[] {
-  const lines: string[] = [];
-  if (o.ccache) lines.push('BR2_CCACHE=y', `BR2_CCACHE_DIR="${join(cacheDir(), 'ccache')}"`);
-  if (o.mirror) {
-    if (/["\s\\]/.test(o.mirror) || !/^(https?|ftp|file|scp):\/\//.test(o.mirror)) {
-      throw new ApplianceError(`--mirror ${JSON.stringify(o.mirror)} is not a URL`, {
-        hint: 'e.g. --mirror http://mirror.lan/buildroot',
-      });
-    }
-    lines.push(`BR2_PRIMARY_SITE="${o.mirror}"`);
-    if (o.mirrorOnly) lines.push('BR2_PRIMARY_SITE_ONLY=y');
-  } else if (o.mirrorOnly) {
-    throw new ApplianceError('--mirror-only needs --mirror', { hint: 'pass --mirror URL' });
-  }
-  return lines;
-}
-
-function makeEnv(dlDir: string): Record<string, string> {
-  return { BR2_DL_DIR: dlDir, TERM: 'dumb', BR2_CCACHE_DIR: join(cacheDir(), 'ccache') };
-}
-
-export async function build(config: ApplianceConfig, o: BuildOptions = {}): Promise<BuildResult> {
+/** `appliance build` of the rendered `tree` (the caller renders it from `config`). */
+export async function build(config: ApplianceConfig, tree: Tree, o: BuildOptions = {}): Promise<BuildResult> {
   const arch = o.arch ?? config.arch;
-  const make = o.make ?? process.env.APPLIANCE_MAKE ?? 'make';
-  const buildroot = locateBuildroot(config.buildroot.version, o.buildroot);
   const layout = buildLayout(config, arch, o.out);
-  const dlDir = resolve(o.dlDir ?? process.env.BR2_DL_DIR ?? join(cacheDir(), 'dl'));
+  const dlDir = downloadDir(o);
   if (o.jobs !== undefined && (!Number.isInteger(o.jobs) || o.jobs < 0 || o.jobs > 512)) {
     throw new ApplianceError(`--jobs ${o.jobs} is not a number of jobs`, {
       hint: 'pass 0 (auto) or a positive number',
     });
   }
+  buildExtras(o); // refuses a bad --mirror before anything is written
   mkdirSync(layout.out, { recursive: true });
   mkdirSync(dlDir, { recursive: true });
 
-  // 1. The tree (reused when identical) and the defconfig with build-time extras.
-  const tree = renderTree(config);
-  writeTree(layout.external, tree);
-  const treeDefconfig = readFileSync(join(layout.external, 'configs', defconfigName(config, arch)), 'utf8');
-  const defconfigText = `${treeDefconfig}${buildExtras(o)
-    .map((l) => `${l}\n`)
-    .join('')}`;
-  writeFileSync(layout.defconfig, defconfigText);
-
-  // 2. Configure in a scratch O= to check the symbols and plan without touching the build.
-  const scratch = mkdtempSync(join(tmpdir(), 'appliance-plan-'));
-  let next: BuildSnapshot;
-  try {
-    await runCommand(
-      make,
-      [
-        '-C',
-        buildroot,
-        `O=${scratch}`,
-        `BR2_EXTERNAL=${layout.external}`,
-        `BR2_DEFCONFIG=${layout.defconfig}`,
-        'defconfig',
-      ],
-      {
-        env: makeEnv(join(scratch, 'dl')),
-        purpose: 'configuring Buildroot',
-        timeoutMs: 5 * 60_000,
-      },
-    );
-    const dotConfig = readFileSync(join(scratch, '.config'), 'utf8');
-    const { mismatched } = compareConfigs(defconfigText, dotConfig);
-    if (mismatched.length > 0) {
-      const problems: SymbolProblem[] = mismatched.map(([symbol, wanted, got]) => ({
-        symbol,
-        wanted,
-        got,
-        reasons: [],
-      }));
-      await explainProblems(buildroot, scratch, problems);
-      throw new ApplianceError(
-        `Buildroot dropped or changed ${problems.length} requested symbol(s), so nothing was built`,
-        {
-          exitCode: ExitCode.checkFailed,
-          hint: 'fix appliance.yaml',
-          details: problems
-            .map(
-              (p) =>
-                `  ${p.symbol}: wanted ${p.wanted}, got ${p.got ?? '(not set)'}: ${p.reasons.join('; ')}`,
-            )
-            .join('\n'),
-        },
-      );
-    }
-    next = {
-      arch,
-      config: snapshotConfig(dotConfig),
-      tree: Object.fromEntries([...tree].map(([path, f]) => [path, sha256Of(f.content)])),
-    };
-  } finally {
-    rmSync(scratch, { recursive: true, force: true });
-  }
+  // 1-2. The tree (reused when identical) and the defconfig with build-time extras in the build
+  // folder, configured in a scratch O= to check the symbols and plan without touching the build.
+  const { make, buildroot, next } = await withScratchConfig(
+    config,
+    tree,
+    o,
+    'nothing was built',
+    async (s) => {
+      const next: BuildSnapshot = {
+        arch,
+        config: snapshotConfig(s.dotConfig),
+        tree: Object.fromEntries([...tree].map(([path, f]) => [path, sha256Of(f.content)])),
+      };
+      return { make: s.make, buildroot: s.buildroot, next };
+    },
+    { external: layout.external, defconfig: layout.defconfig },
+  );
 
   // 3. Plan.
   const previous = existsSync(layout.state)
@@ -352,107 +274,4 @@ export function formatPlan(plan: BuildPlan): string {
     ...plan.reasons.map((r) => `  because ${r}`),
     ...plan.warnings.map((w) => `  warning: ${w}`),
   ].join('\n');
-}
-
-/** Render the tree and configure Buildroot in a temporary O=, then hand both to `use`. */
-async function withScratchConfig<T>(
-  config: ApplianceConfig,
-  o: BuildOptions,
-  dlDir: string,
-  use: (scratch: { make: string; out: string; external: string; buildroot: string }) => Promise<T>,
-): Promise<T> {
-  const arch = o.arch ?? config.arch;
-  const make = o.make ?? process.env.APPLIANCE_MAKE ?? 'make';
-  const buildroot = locateBuildroot(config.buildroot.version, o.buildroot);
-  const work = mkdtempSync(join(tmpdir(), 'appliance-scratch-'));
-  try {
-    const external = join(work, 'external');
-    writeTree(external, renderTree(config));
-    const defconfig = join(work, 'defconfig');
-    const extras = buildExtras(o).map((l) => `${l}\n`);
-    writeFileSync(
-      defconfig,
-      `${readFileSync(join(external, 'configs', defconfigName(config, arch)), 'utf8')}${extras.join('')}`,
-    );
-    const out = join(work, 'o');
-    await runCommand(
-      make,
-      ['-C', buildroot, `O=${out}`, `BR2_EXTERNAL=${external}`, `BR2_DEFCONFIG=${defconfig}`, 'defconfig'],
-      {
-        env: makeEnv(dlDir),
-        purpose: 'configuring Buildroot',
-      },
-    );
-    return await use({ make, out, external, buildroot });
-  } finally {
-    rmSync(work, { recursive: true, force: true });
-  }
-}
-
-/** `appliance sbom`: a CycloneDX document from Buildroot's show-info; needs no build. */
-export async function generateSbom(
-  config: ApplianceConfig,
-  o: BuildOptions & { includeHost?: boolean } = {},
-): Promise<Record<string, unknown>> {
-  const arch = o.arch ?? config.arch;
-  const scratchDl = mkdtempSync(join(tmpdir(), 'appliance-sbom-dl-'));
-  try {
-    return await withScratchConfig(config, o, scratchDl, async ({ make, out }) => {
-      const r = await runCommand(make, ['-s', '-C', out, 'show-info'], {
-        env: makeEnv(scratchDl),
-        purpose: 'make show-info',
-        timeoutMs: 5 * 60_000,
-      });
-      let info: Record<string, ShowInfoEntry>;
-      try {
-        info = JSON.parse(r.stdout) as Record<string, ShowInfoEntry>;
-      } catch {
-        throw new ApplianceError("Buildroot's show-info did not print JSON", {
-          exitCode: ExitCode.hostProblem,
-          details: r.stdout.slice(0, 2000),
-        });
-      }
-      const dotConfig = readFileSync(join(out, '.config'), 'utf8');
-      return sbomFromShowInfo(
-        info,
-        {
-          applianceName: config.name,
-          arch,
-          buildrootVersion: config.buildroot.version,
-          configSha256: configSha256(dotConfig),
-        },
-        { includeHost: o.includeHost },
-      );
-    });
-  } finally {
-    rmSync(scratchDl, { recursive: true, force: true });
-  }
-}
-
-/** `appliance source`: download every source for an air-gapped build; report each package that failed. */
-export async function downloadSources(
-  config: ApplianceConfig,
-  o: BuildOptions = {},
-): Promise<{ failed: { pkg: string; version: string }[]; dlDir: string }> {
-  const dlDir = resolve(o.dlDir ?? process.env.BR2_DL_DIR ?? join(cacheDir(), 'dl'));
-  mkdirSync(dlDir, { recursive: true });
-  return withScratchConfig(config, o, dlDir, async ({ make, out }) => {
-    const r = await runCommand(make, ['-k', '-C', out, 'source'], {
-      env: makeEnv(dlDir),
-      allowFailure: true,
-      timeoutMs: 12 * 3600_000,
-      logFile: join(dlDir, 'appliance-source.log'),
-      onLine: (line) => {
-        const p = parseProgressLine(line);
-        if (p?.pkg && p.step === 'Downloading') info(`downloading ${p.pkg} ${p.version}`);
-      },
-    });
-    const failed = [
-      ...`${r.stdout}\n${r.stderr}`.matchAll(/\/build\/([^/\s]+)\/\.stamp_downloaded\] Error/g),
-    ].map((m) => {
-      const split = /^(.*?)-(\d[^/]*)$/.exec(m[1] ?? '');
-      return { pkg: split?.[1] ?? m[1] ?? '', version: split?.[2] ?? '' };
-    });
-    return { failed, dlDir };
-  });
 }

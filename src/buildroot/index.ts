@@ -4,9 +4,7 @@ export {
   type BuildResult,
   build,
   buildLayout,
-  downloadSources,
   formatPlan,
-  generateSbom,
 } from './build.js';
 export {
   checkDefconfig,
@@ -27,7 +25,8 @@ export {
   locateBuildroot,
   releasePin,
 } from './locate.js';
-export { type PinResult, pinHashes } from './pin-hashes.js';
+export { type ArchiveHash, hashArchives, type PinnedArchive } from './pin-hashes.js';
 export { type BuildPlan, type BuildSnapshot, planBuild } from './planner.js';
 export { formatProgress, ProgressTracker, parseProgressLine } from './progress.js';
-export { type SbomMeta, sbomFromShowInfo } from './sbom.js';
+export { generateSbom, type SbomMeta, sbomFromShowInfo } from './sbom.js';
+export { downloadSources, type SourceResult } from './source.js';

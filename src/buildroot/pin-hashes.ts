@@ -1,42 +1,44 @@
-/** `appliance pin-hashes`: record the sha256 of our packages' downloaded source archives. */
-import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+/**
+ * `appliance pin-hashes`: the sha256 of our packages' source archives, read from a Buildroot
+ * download folder. The caller names the packages and records the pins where they belong.
+ */
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import type { ApplianceConfig } from '../config/index.js';
+import { sha256File } from '../digest.js';
 import { ApplianceError } from '../errors.js';
-import { externalPackages, hashPinsPath, readHashPins } from '../render/index.js';
 
-export interface PinResult {
-  file: string;
-  pinned: { package: string; archive: string; sha256: string }[];
+/** A br2-external package and the archive Buildroot downloads for it. */
+export interface PinnedArchive {
+  name: string;
+  archive: string;
 }
 
-/** Hash each external package's archive found in `dlDir/<package>/` and merge them into the pins file. */
-export function pinHashes(config: ApplianceConfig, dlDir: string): PinResult {
-  const missing: string[] = [];
-  const pinned: PinResult['pinned'] = [];
-  for (const pkg of externalPackages) {
-    const path = join(dlDir, pkg.name, pkg.archive);
-    if (!existsSync(path)) {
-      missing.push(path);
-      continue;
-    }
-    pinned.push({
-      package: pkg.name,
-      archive: pkg.archive,
-      sha256: createHash('sha256').update(readFileSync(path)).digest('hex'),
-    });
-  }
+export interface ArchiveHash {
+  package: string;
+  archive: string;
+  sha256: string;
+}
+
+/**
+ * Hash each package's archive where Buildroot puts it (`dlDir/<package>/<archive>`). Refuses
+ * with every missing path, and how to download them, when any archive is not there.
+ */
+export async function hashArchives(
+  dlDir: string,
+  packages: readonly PinnedArchive[],
+): Promise<ArchiveHash[]> {
+  const missing = packages.map((p) => join(dlDir, p.name, p.archive)).filter((path) => !existsSync(path));
   if (missing.length > 0) {
     throw new ApplianceError(`no downloaded archive at ${missing.join(', ')}`, {
-      hint: `download them first on a networked machine: make -C <buildroot> O=<out> ${externalPackages.map((p) => `${p.name}-source`).join(' ')} (with BR2_DL_DIR=${dlDir})`,
+      hint: `download them first on a networked machine: make -C <buildroot> O=<out> ${packages.map((p) => `${p.name}-source`).join(' ')} (with BR2_DL_DIR=${dlDir})`,
     });
   }
-  const file = hashPinsPath(config);
-  const pins = { ...readHashPins(config) };
-  for (const p of pinned) pins[p.archive] = p.sha256;
-  const sorted = Object.fromEntries(Object.entries(pins).sort(([a], [b]) => (a < b ? -1 : 1)));
-  writeFileSync(`${file}.tmp`, `${JSON.stringify(sorted, null, 2)}\n`);
-  renameSync(`${file}.tmp`, file);
-  return { file, pinned };
+  const hashes: ArchiveHash[] = [];
+  for (const p of packages)
+    hashes.push({
+      package: p.name,
+      archive: p.archive,
+      sha256: await sha256File(join(dlDir, p.name, p.archive)),
+    });
+  return hashes;
 }

@@ -23,11 +23,18 @@
  *   serialNumber that is a UUID v5 of the SHA-256 of the rest of the document, so equal input
  *   gives byte-identical output, in any process, on any machine.
  */
-import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fixupSpdxId } from '@cyclonedx/cyclonedx-library/SPDX';
+import parseSpdxExpression from 'spdx-expression-parse';
+import type { ApplianceConfig } from '../config/index.js';
+import { sha256Of, uuidV5 } from '../digest.js';
+import { ApplianceError, ExitCode } from '../errors.js';
 import { packageRoot } from '../paths.js';
+import { runCommand } from '../run/index.js';
+import type { Tree } from '../tree.js';
 import { parseKconfigValues } from './check.js';
+import { type ConfigureOptions, makeEnv, withScratchConfig } from './configure.js';
 
 /**
  * Symbols that say where files sit on the machine that ran `make defconfig`, not what the image
@@ -72,7 +79,7 @@ export function canonicalConfig(config: string | Record<string, string>): string
  * (of a `.config` text, or of its symbol → value record).
  */
 export function configSha256(config: string | Record<string, string>): string {
-  return createHash('sha256').update(canonicalConfig(config)).digest('hex');
+  return sha256Of(canonicalConfig(config));
 }
 
 /** One download of a package: the file name and the URIs Buildroot tries, in order. */
@@ -138,139 +145,41 @@ export type LicenseChoice =
 const PROP = 'runner-appliance';
 
 /**
- * SPDX license ids that Buildroot packages commonly declare (canonical casing). A small embedded
- * allowlist instead of a dependency; the tests check every entry against the SPDX list that the
- * official CycloneDX schema carries. Deprecated ids Buildroot still uses are included, since
- * they are valid SPDX ids; the GNU family is rewritten to -only / -or-later (see normalizeId).
+ * An SPDX expression as spdx-expression-parse reads it (SPDX's own license and exception lists,
+ * deprecated ids included), or undefined when it is not one.
  */
-const SPDX_IDS: readonly string[] = [
-  '0BSD',
-  'AFL-2.0',
-  'AFL-2.1',
-  'AFL-3.0',
-  'AGPL-3.0-only',
-  'AGPL-3.0-or-later',
-  'Apache-1.0',
-  'Apache-1.1',
-  'Apache-2.0',
-  'APSL-2.0',
-  'Artistic-1.0',
-  'Artistic-2.0',
-  'Beerware',
-  'blessing',
-  'BSD-1-Clause',
-  'BSD-2-Clause',
-  'BSD-2-Clause-Patent',
-  'BSD-3-Clause',
-  'BSD-3-Clause-Clear',
-  'BSD-4-Clause',
-  'BSD-4-Clause-UC',
-  'BSL-1.0',
-  'bzip2-1.0.6',
-  'CC-BY-3.0',
-  'CC-BY-4.0',
-  'CC-BY-SA-3.0',
-  'CC-BY-SA-4.0',
-  'CC0-1.0',
-  'CDDL-1.0',
-  'CDDL-1.1',
-  'curl',
-  'EPL-1.0',
-  'EPL-2.0',
-  'EUPL-1.2',
-  'FSFAP',
-  'FSFUL',
-  'FSFULLR',
-  'FTL',
-  'GFDL-1.1-only',
-  'GFDL-1.1-or-later',
-  'GFDL-1.2-only',
-  'GFDL-1.2-or-later',
-  'GFDL-1.3-only',
-  'GFDL-1.3-or-later',
-  'GPL-1.0-only',
-  'GPL-1.0-or-later',
-  'GPL-2.0-only',
-  'GPL-2.0-or-later',
-  'GPL-3.0-only',
-  'GPL-3.0-or-later',
-  'GPL-2.0-with-autoconf-exception',
-  'GPL-2.0-with-GCC-exception',
-  'GPL-3.0-with-autoconf-exception',
-  'GPL-3.0-with-GCC-exception',
-  'HPND',
-  'ICU',
-  'IJG',
-  'Info-ZIP',
-  'ISC',
-  'LGPL-2.0-only',
-  'LGPL-2.0-or-later',
-  'LGPL-2.1-only',
-  'LGPL-2.1-or-later',
-  'LGPL-3.0-only',
-  'LGPL-3.0-or-later',
-  'libpng-2.0',
-  'Libpng',
-  'libtiff',
-  'MirOS',
-  'MIT',
-  'MIT-0',
-  'MIT-CMU',
-  'MIT-open-group',
-  'MPL-1.0',
-  'MPL-1.1',
-  'MPL-2.0',
-  'NCSA',
-  'NTP',
-  'OFL-1.0',
-  'OFL-1.1',
-  'OLDAP-2.8',
-  'OpenSSL',
-  'PHP-3.01',
-  'PostgreSQL',
-  'PSF-2.0',
-  'Python-2.0',
-  'Ruby',
-  'Sleepycat',
-  'SGI-B-2.0',
-  'SMLNJ',
-  'TCL',
-  'Unicode-3.0',
-  'Unicode-DFS-2016',
-  'Unlicense',
-  'UPL-1.0',
-  'Vim',
-  'W3C',
-  'WTFPL',
-  'X11',
-  'Zlib',
-  'zlib-acknowledgement',
-  'ZPL-2.1',
-];
+function parsedExpression(text: string): ReturnType<typeof parseSpdxExpression> | undefined {
+  try {
+    return parseSpdxExpression(text);
+  } catch {
+    return undefined;
+  }
+}
 
-/** SPDX license exception ids, for "<license> with <exception>". */
-const SPDX_EXCEPTIONS: readonly string[] = [
-  'Autoconf-exception-2.0',
-  'Autoconf-exception-3.0',
-  'Bison-exception-2.2',
-  'Classpath-exception-2.0',
-  'Font-exception-2.0',
-  'GCC-exception-2.0',
-  'GCC-exception-3.1',
-  'Libtool-exception',
-  'Linux-syscall-note',
-  'LLVM-exception',
-  'Qt-LGPL-exception-1.1',
-  'u-boot-exception-2.0',
-  'WxWindows-exception-3.1',
-];
+/**
+ * A license id in the spelling of the SPDX list the CycloneDX schema carries (any case in), or
+ * undefined. That list also holds the exception ids, so the parser has to agree that it is a
+ * license on its own.
+ */
+function licenseId(token: string): string | undefined {
+  const id = fixupSpdxId(token);
+  const parsed = id === undefined ? undefined : parsedExpression(id);
+  return parsed && 'license' in parsed && parsed.license === id && !parsed.plus && !parsed.exception
+    ? id
+    : undefined;
+}
 
-/** The embedded SPDX ids (licenses and exceptions), for tests that check them against SPDX. */
-export const embeddedSpdxIds: readonly string[] = [...SPDX_IDS, ...SPDX_EXCEPTIONS];
+/** An SPDX license exception id in its canonical spelling (any case in), or undefined. */
+function exceptionId(token: string): string | undefined {
+  const id = fixupSpdxId(token);
+  const parsed = id === undefined ? undefined : parsedExpression(`MIT WITH ${id}`);
+  return parsed && 'exception' in parsed && parsed.exception === id ? id : undefined;
+}
 
-const idByLower = new Map(SPDX_IDS.map((id) => [id.toLowerCase(), id]));
-const exceptionByLower = new Map(SPDX_EXCEPTIONS.map((id) => [id.toLowerCase(), id]));
-/** Names Buildroot uses that SPDX spells differently. */
+/**
+ * What only Buildroot's license strings need, on top of the SPDX lists: names Buildroot uses
+ * that SPDX spells differently.
+ */
 const ALIASES = new Map([['bsd-0-clause', '0BSD']]);
 
 /** Text Buildroot's golang/cargo infrastructure appends to `<PKG>_LICENSE`: a note, not a license. */
@@ -286,10 +195,9 @@ function normalizeId(token: string): string | undefined {
   const gnu = /^((?:A|L)?GPL|GFDL)-(\d\.\d)(\+?)$/i.exec(t);
   if (gnu) {
     const [, family = '', ver = '', plus] = gnu;
-    return idByLower.get(`${family}-${ver}-${plus ? 'or-later' : 'only'}`.toLowerCase());
+    return licenseId(`${family}-${ver}-${plus ? 'or-later' : 'only'}`);
   }
-  const lower = t.toLowerCase();
-  return ALIASES.get(lower) ?? idByLower.get(lower);
+  return licenseId(ALIASES.get(t.toLowerCase()) ?? t);
 }
 
 /** A token as an SPDX expression term: an id, "<id>+" for non-GNU "or later", or "<id> WITH <exc>". */
@@ -304,7 +212,7 @@ function expressionTerm(token: string): string | undefined {
   const withExc = /^(.+?)\s+with\s+(\S+)$/i.exec(token.trim());
   if (withExc?.[1] && withExc[2]) {
     const lic = expressionTerm(withExc[1]);
-    const exc = exceptionByLower.get(withExc[2].toLowerCase());
+    const exc = exceptionId(withExc[2]);
     if (lic && exc && !lic.includes(' ')) return `${lic} WITH ${exc}`;
   }
   return undefined;
@@ -340,7 +248,8 @@ function mapEntry(entry: string): Mapped {
   const alternatives = core.split(/\s+or\s+/i);
   const terms = alternatives.map(expressionTerm);
   if (terms.every((t): t is string => t !== undefined)) {
-    return { kind: 'expr', expr: terms.length > 1 ? terms.join(' OR ') : (terms[0] ?? ''), text: entry };
+    const expr = terms.length > 1 ? terms.join(' OR ') : (terms[0] ?? '');
+    if (parsedExpression(expr)) return { kind: 'expr', expr, text: entry };
   }
   return { kind: 'name', text: entry };
 }
@@ -449,16 +358,6 @@ function runnerApplianceVersion(): string {
   } catch {
     return '0.0.0';
   }
-}
-
-/** UUID v5 (RFC 4122 name-based, SHA-1) in the URL namespace. */
-function uuidV5(name: string): string {
-  const ns = Buffer.from('6ba7b8119dad11d180b400c04fd430c8', 'hex');
-  const b = createHash('sha1').update(ns).update(name, 'utf8').digest().subarray(0, 16);
-  b[6] = ((b[6] ?? 0) & 0x0f) | 0x50;
-  b[8] = ((b[8] ?? 0) & 0x3f) | 0x80;
-  const h = b.toString('hex');
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
 function property(name: string, value: string): { name: string; value: string } {
@@ -584,9 +483,7 @@ export function sbomFromShowInfo(
   ];
 
   const body = { version: 1, metadata, components, dependencies };
-  const digest = createHash('sha256')
-    .update(JSON.stringify({ bomFormat: 'CycloneDX', specVersion: '1.6', ...body }))
-    .digest('hex');
+  const digest = sha256Of(JSON.stringify({ bomFormat: 'CycloneDX', specVersion: '1.6', ...body }));
   return {
     $schema: 'http://cyclonedx.org/schema/bom-1.6.schema.json',
     bomFormat: 'CycloneDX',
@@ -594,4 +491,47 @@ export function sbomFromShowInfo(
     serialNumber: `urn:uuid:${uuidV5(`urn:runner-appliance:sbom:sha256:${digest}`)}`,
     ...body,
   };
+}
+
+/**
+ * `appliance sbom`: configure the rendered `tree` in a scratch O= (no build, no download) and
+ * turn Buildroot's `make show-info` into the SBOM.
+ */
+export async function generateSbom(
+  config: ApplianceConfig,
+  tree: Tree,
+  o: ConfigureOptions & SbomOptions = {},
+): Promise<Record<string, unknown>> {
+  return withScratchConfig(
+    config,
+    tree,
+    o,
+    'no SBOM was written',
+    async ({ arch, make, out, dotConfig, scratchDl }) => {
+      const r = await runCommand(make, ['-s', '-C', out, 'show-info'], {
+        env: makeEnv(scratchDl),
+        purpose: 'make show-info',
+        timeoutMs: 5 * 60_000,
+      });
+      let showInfo: Record<string, ShowInfoEntry>;
+      try {
+        showInfo = JSON.parse(r.stdout) as Record<string, ShowInfoEntry>;
+      } catch {
+        throw new ApplianceError("Buildroot's show-info did not print JSON", {
+          exitCode: ExitCode.hostProblem,
+          details: r.stdout.slice(0, 2000),
+        });
+      }
+      return sbomFromShowInfo(
+        showInfo,
+        {
+          applianceName: config.name,
+          arch,
+          buildrootVersion: config.buildroot.version,
+          configSha256: configSha256(dotConfig),
+        },
+        { includeHost: o.includeHost },
+      );
+    },
+  );
 }

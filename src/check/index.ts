@@ -10,7 +10,8 @@ import {
   type PackageLint,
 } from '../buildroot/index.js';
 import { type ApplianceConfig, type Arch, arches, defconfigName } from '../config/index.js';
-import { overlayDir, renderTree, writeTree } from '../render/index.js';
+import { overlayDir, renderTree } from '../render/index.js';
+import { writeTree } from '../tree.js';
 import { type UnitVerification, verifyUnits } from './units.js';
 
 export { type UnitVerification, verifyUnits } from './units.js';

@@ -121,27 +121,60 @@ describe('appliance build with a fake make', () => {
       );
   });
 
-  it('a dropped symbol stops the build before make runs', () => {
+  // One scratch-configure step serves build, source and sbom: each refuses a dropped symbol
+  // before its own make call runs, and writes nothing.
+  it.each([
+    ['build', 'nothing was built', (dir: string) => ['--out', join(dir, 'out')], 'out/build.log'],
+    ['source', 'nothing was downloaded', (dir: string) => ['--dl-dir', join(dir, 'dl')], 'dl'],
+    ['sbom', 'no SBOM was written', (dir: string) => ['--out', join(dir, 'bom.json')], 'bom.json'],
+  ])('a dropped symbol stops %s before its make runs', (command, refused, flags, unwritten) => {
     const dir = tempDir();
     writeFileSync(join(dir, 'appliance.yaml'), '');
-    const out = join(dir, 'out');
     // The fake make keeps every symbol, so make it drop one by editing the defconfig it copies.
     const dropper = join(dir, 'make-dropping.sh');
     writeFileSync(
       dropper,
-      `#!/bin/bash\n"${fakeMake}" "$@"; rc=$?\nfor a in "$@"; do case "$a" in O=*) o=\${a#O=};; esac; done\n[ -f "$o/.config" ] && sed -i '/BR2_PACKAGE_DOCUUM=y/d' "$o/.config"\nexit $rc\n`,
+      `#!/bin/bash\necho "$*" >>"${dir}/make-calls"\n"${fakeMake}" "$@"; rc=$?\nfor a in "$@"; do case "$a" in O=*) o=\${a#O=};; esac; done\n[ -f "$o/.config" ] && sed -i '/BR2_PACKAGE_DOCUUM=y/d' "$o/.config"\nexit $rc\n`,
       { mode: 0o755 },
     );
     const r = runCli(
-      ['build', '--config', join(dir, 'appliance.yaml'), '--buildroot', fakeBuildroot(), '--out', out],
+      [command, '--config', join(dir, 'appliance.yaml'), '--buildroot', fakeBuildroot(), ...flags(dir)],
       { env: { APPLIANCE_MAKE: dropper } },
     );
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(
-      /^error: Buildroot dropped or changed 1 requested symbol\(s\), so nothing was built/,
+      new RegExp(`^error: Buildroot dropped or changed 1 requested symbol\\(s\\), so ${refused}`),
     );
     expect(r.stderr).toContain('BR2_PACKAGE_DOCUUM');
-    expect(existsSync(join(out, 'build.log'))).toBe(false);
+    const calls = readFileSync(join(dir, 'make-calls'), 'utf8').trim().split('\n');
+    expect(calls).toHaveLength(1);
+    expect(calls[0]).toMatch(/ defconfig$/);
+    expect(existsSync(join(dir, unwritten))).toBe(false);
+  });
+
+  it.each([
+    [['--mirror', 'not-a-url'], /^error: --mirror "not-a-url" is not a URL/],
+    [['--mirror-only'], /^error: --mirror-only needs --mirror/],
+  ])('%j is refused before anything is written', (flags, message) => {
+    const dir = tempDir();
+    const r = runCli(
+      [
+        'build',
+        '--buildroot',
+        fakeBuildroot(),
+        '--out',
+        join(dir, 'out'),
+        '--dl-dir',
+        join(dir, 'dl'),
+        ...flags,
+      ],
+      { env: { APPLIANCE_MAKE: fakeMake } },
+    );
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(message);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(existsSync(join(dir, 'out'))).toBe(false);
+    expect(existsSync(join(dir, 'dl'))).toBe(false);
   });
 
   it('Ctrl-C stops make and every child, and says how to resume', async () => {

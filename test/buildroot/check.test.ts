@@ -8,10 +8,18 @@ import { describe, expect, it } from 'vitest';
 import { checkPackages } from '../../src/buildroot/index.js';
 import { verifyUnits } from '../../src/check/index.js';
 import { loadAppliance } from '../../src/config/index.js';
-import { buildTree, overlayDir, writeTree } from '../../src/render/index.js';
+import { buildTree, overlayDir } from '../../src/render/index.js';
+import { writeTree } from '../../src/tree.js';
 import { runCli, tempDir, testBuildroot, topLevel } from '../helpers.js';
 
 const { dir: buildroot, skip } = testBuildroot('Buildroot tier');
+
+/** `appliance check` of an appliance.yaml holding `yaml`, for one arch. */
+function checkConfig(yaml: string, arch: string, ...more: string[]) {
+  const config = join(tempDir(), 'appliance.yaml');
+  writeFileSync(config, yaml);
+  return runCli(['check', '--config', config, '--buildroot', buildroot, '--arch', arch, ...more]);
+}
 
 describe.skipIf(skip)('appliance check with Buildroot 2026.02.3', () => {
   it('passes for the default appliance on both arches and leaves the Buildroot tree untouched', () => {
@@ -35,17 +43,7 @@ describe.skipIf(skip)('appliance check with Buildroot 2026.02.3', () => {
   });
 
   it('fails naming a symbol with an unmet dependency and the dependency', () => {
-    const dir = tempDir();
-    writeFileSync(join(dir, 'appliance.yaml'), 'buildroot:\n  symbols:\n    BR2_PACKAGE_XTERM: y\n');
-    const r = runCli([
-      'check',
-      '--config',
-      join(dir, 'appliance.yaml'),
-      '--buildroot',
-      buildroot,
-      '--arch',
-      'x86_64',
-    ]);
+    const r = checkConfig('buildroot:\n  symbols:\n    BR2_PACKAGE_XTERM: y\n', 'x86_64');
     expect(r.status).toBe(1);
     expect(r.stdout).toMatch(
       /BR2_PACKAGE_XTERM: wanted y, got \(not set\): depends on BR2_PACKAGE_XORG7 \(BR2_PACKAGE_XORG7=n\)/,
@@ -57,21 +55,11 @@ describe.skipIf(skip)('appliance check with Buildroot 2026.02.3', () => {
   });
 
   it('explains a symbol lost to a choice and a symbol that does not exist', () => {
-    const dir = tempDir();
-    writeFileSync(
-      join(dir, 'appliance.yaml'),
+    const r = checkConfig(
       'buildroot:\n  symbols:\n    BR2_TOOLCHAIN_BUILDROOT_UCLIBC: y\n    BR2_PACKAGE_NO_SUCH_THING: y\n',
-    );
-    const r = runCli([
-      'check',
-      '--config',
-      join(dir, 'appliance.yaml'),
-      '--buildroot',
-      buildroot,
-      '--arch',
       'aarch64',
       '--json',
-    ]);
+    );
     expect(r.status).toBe(1);
     const problems = JSON.parse(r.stdout).defconfigs[0].problems as { symbol: string; reasons: string[] }[];
     const by = Object.fromEntries(problems.map((p) => [p.symbol, p.reasons.join('; ')]));

@@ -1,30 +1,42 @@
-import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { sha256Of } from '../../src/digest.js';
+import { externalPackages } from '../../src/render/index.js';
 import { runCli, tempDir } from '../helpers.js';
+
+/** `appliance pin-hashes` for DIR/appliance.yaml (with `yaml`), downloads in DIR/dl, tree in DIR/external. */
+function pinHashesIn(yaml: string) {
+  const dir = tempDir();
+  writeFileSync(join(dir, 'appliance.yaml'), yaml);
+  const [dl, out] = [join(dir, 'dl'), join(dir, 'external')];
+  const run = () =>
+    runCli(['pin-hashes', '--config', join(dir, 'appliance.yaml'), '--dl-dir', dl, '--out', out]);
+  return { dir, dl, out, run };
+}
 
 describe('appliance pin-hashes', () => {
   it('hashes the downloaded archives, writes appliance.hashes.json and re-renders with hash checks on', () => {
-    const dir = tempDir();
-    writeFileSync(join(dir, 'appliance.yaml'), 'name: pinned\n');
-    const dl = join(dir, 'dl');
-    const files: Record<string, string> = {
-      'docuum/docuum-0.25.1-cargo4.tar.gz': 'docuum archive',
-      'gitlab-runner-current/gitlab-runner-19.2.2-go2.tar.gz': 'runner archive',
-    };
-    for (const [path, content] of Object.entries(files)) {
-      mkdirSync(join(dl, path, '..'), { recursive: true });
-      writeFileSync(join(dl, path), content);
+    const { dir, dl, out, run } = pinHashesIn('name: pinned\n');
+    for (const p of externalPackages) {
+      mkdirSync(join(dl, p.name), { recursive: true });
+      writeFileSync(join(dl, p.name, p.archive), `${p.name} archive`);
     }
-    const out = join(dir, 'external');
-    const r = runCli(['pin-hashes', '--config', join(dir, 'appliance.yaml'), '--dl-dir', dl, '--out', out]);
+    // An earlier pin of another archive is kept; the file stays sorted.
+    writeFileSync(join(dir, 'appliance.hashes.json'), `{"zz-older.tar.gz": "${'0'.repeat(64)}"}\n`);
+    const r = run();
     expect(r.status, r.stderr).toBe(0);
-    const pins = JSON.parse(readFileSync(join(dir, 'appliance.hashes.json'), 'utf8'));
-    const sha = createHash('sha256').update('docuum archive').digest('hex');
-    expect(pins['docuum-0.25.1-cargo4.tar.gz']).toBe(sha);
+    const text = readFileSync(join(dir, 'appliance.hashes.json'), 'utf8');
+    const pins = JSON.parse(text);
+    const expected = Object.fromEntries(
+      externalPackages.map((p) => [p.archive, sha256Of(`${p.name} archive`)]),
+    );
+    expect(pins).toEqual({ ...expected, 'zz-older.tar.gz': '0'.repeat(64) });
+    expect(Object.keys(pins)).toEqual(Object.keys(pins).sort());
+    expect(text.endsWith('}\n')).toBe(true);
+    const docuum = externalPackages.find((p) => p.name === 'docuum');
     expect(readFileSync(join(out, 'package/docuum/docuum.hash'), 'utf8')).toContain(
-      `sha256  ${sha}  docuum-0.25.1-cargo4.tar.gz`,
+      `sha256  ${sha256Of('docuum archive')}  ${docuum?.archive}`,
     );
     expect(readFileSync(join(out, 'configs/pinned_x86_64_defconfig'), 'utf8')).toContain(
       'BR2_DOWNLOAD_FORCE_CHECK_HASHES=y',
@@ -32,23 +44,14 @@ describe('appliance pin-hashes', () => {
   });
 
   it('names the missing archives and writes nothing', () => {
-    const dir = tempDir();
-    writeFileSync(join(dir, 'appliance.yaml'), '');
-    const r = runCli([
-      'pin-hashes',
-      '--config',
-      join(dir, 'appliance.yaml'),
-      '--dl-dir',
-      join(dir, 'dl'),
-      '--out',
-      join(dir, 'ext'),
-    ]);
+    const { dir, out, run } = pinHashesIn('');
+    const r = run();
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(
       /^error: no downloaded archive at .*docuum-0\.25\.1-cargo4\.tar\.gz.*: download them first/,
     );
     expect(existsSync(join(dir, 'appliance.hashes.json'))).toBe(false);
-    expect(existsSync(join(dir, 'ext'))).toBe(false);
+    expect(existsSync(out)).toBe(false);
   });
 });
 
