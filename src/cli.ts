@@ -684,9 +684,17 @@ buildFlags(
   checkBuildFlags(o);
   const config = loadAppliance(o.config);
   const r = await downloadSources(config, renderTree(config), o);
-  if (r.failed.length > 0) {
+  const list = (ps: { pkg: string; version: string }[]) => ps.map((f) => `${f.pkg} ${f.version}`).join(', ');
+  if (r.failed.length > 0 || r.notTried.length > 0) {
     throw new ApplianceError(
-      `${r.failed.length} package(s) could not be downloaded: ${r.failed.map((f) => `${f.pkg} ${f.version}`).join(', ')}`,
+      [
+        r.failed.length > 0 ? `${r.failed.length} package(s) could not be downloaded: ${list(r.failed)}` : '',
+        r.notTried.length > 0
+          ? `${r.notTried.length} more not tried, since a download dependency failed: ${list(r.notTried)}`
+          : '',
+      ]
+        .filter(Boolean)
+        .join('; '),
       {
         exitCode: ExitCode.checkFailed,
         hint: `check the network or --mirror; the log is ${r.log}`,

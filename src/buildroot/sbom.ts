@@ -493,6 +493,27 @@ export function sbomFromShowInfo(
   };
 }
 
+/** `make show-info` of a configured O=: one entry per package (virtual ones included). */
+export async function readShowInfo(
+  make: string,
+  out: string,
+  dlDir: string,
+): Promise<Record<string, ShowInfoEntry>> {
+  const r = await runCommand(make, ['-s', '-C', out, 'show-info'], {
+    env: makeEnv(dlDir),
+    purpose: 'make show-info',
+    timeoutMs: 5 * 60_000,
+  });
+  try {
+    return JSON.parse(r.stdout) as Record<string, ShowInfoEntry>;
+  } catch {
+    throw new ApplianceError("Buildroot's show-info did not print JSON", {
+      exitCode: ExitCode.hostProblem,
+      details: r.stdout.slice(0, 2000),
+    });
+  }
+}
+
 /**
  * `appliance sbom`: configure the rendered `tree` in a scratch O= (no build, no download) and
  * turn Buildroot's `make show-info` into the SBOM.
@@ -508,20 +529,7 @@ export async function generateSbom(
     o,
     'no SBOM was written',
     async ({ arch, make, out, dotConfig, scratchDl }) => {
-      const r = await runCommand(make, ['-s', '-C', out, 'show-info'], {
-        env: makeEnv(scratchDl),
-        purpose: 'make show-info',
-        timeoutMs: 5 * 60_000,
-      });
-      let showInfo: Record<string, ShowInfoEntry>;
-      try {
-        showInfo = JSON.parse(r.stdout) as Record<string, ShowInfoEntry>;
-      } catch {
-        throw new ApplianceError("Buildroot's show-info did not print JSON", {
-          exitCode: ExitCode.hostProblem,
-          details: r.stdout.slice(0, 2000),
-        });
-      }
+      const showInfo = await readShowInfo(make, out, scratchDl);
       return sbomFromShowInfo(
         showInfo,
         {

@@ -1,5 +1,5 @@
 /** `appliance source`: download every source for an air-gapped build; report each package that failed. */
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ApplianceConfig } from '../config/index.js';
 import { info } from '../log.js';
@@ -7,9 +7,16 @@ import { runCommand } from '../run/index.js';
 import type { Tree } from '../tree.js';
 import { type ConfigureOptions, downloadDir, makeEnv, withScratchConfig } from './configure.js';
 import { parseProgressLine } from './progress.js';
+import { readShowInfo, type ShowInfoEntry } from './sbom.js';
 
 export interface SourceResult {
   failed: { pkg: string; version: string }[];
+  /**
+   * Packages whose download make never tried because one of their download dependencies failed
+   * (Go packages need host-go built to vendor, Cargo packages host-rustc): their sources are
+   * missing too, though make named no error for them.
+   */
+  notTried: { pkg: string; version: string }[];
   dlDir: string;
   log: string;
 }
@@ -41,6 +48,26 @@ export async function downloadSources(
       const split = /^(.*?)-(\d[^/]*)$/.exec(m[1] ?? '');
       return { pkg: split?.[1] ?? m[1] ?? '', version: split?.[2] ?? '' };
     });
-    return { failed, dlDir, log };
+    const notTried =
+      r.exitCode === 0 ? [] : missingSources(await readShowInfo(make, out, dlDir), dlDir, failed);
+    return { failed, notTried, dlDir, log };
   });
+}
+
+/** Packages (of show-info) with a source file not in dlDir that no failed package shares. */
+export function missingSources(
+  showInfo: Record<string, ShowInfoEntry>,
+  dlDir: string,
+  failed: readonly { pkg: string }[],
+): { pkg: string; version: string }[] {
+  const files = (e: ShowInfoEntry) => (e.downloads ?? []).map((d) => join(dlDir, e.dl_dir ?? '', d.source));
+  const failedKeys = new Set(failed.map((f) => f.pkg));
+  const failedFiles = new Set(
+    Object.entries(showInfo).flatMap(([key, e]) => (failedKeys.has(key) ? files(e) : [])),
+  );
+  return Object.entries(showInfo)
+    .filter(([key, e]) => !failedKeys.has(key) && e.virtual !== true)
+    .filter(([, e]) => files(e).some((f) => !existsSync(f) && !failedFiles.has(f)))
+    .map(([key, e]) => ({ pkg: key, version: e.version ?? '' }))
+    .sort((a, b) => (a.pkg < b.pkg ? -1 : a.pkg > b.pkg ? 1 : 0));
 }

@@ -205,14 +205,41 @@ function readIfExists(path: string): string {
 }
 
 describe('appliance source with a fake make', () => {
-  it('reports every package that could not be downloaded', () => {
-    const dl = join(tempDir(), 'dl');
+  it('reports every package that could not be downloaded, and those make never tried', () => {
+    const dir = tempDir();
+    const dl = join(dir, 'dl');
+    // show-info as Buildroot prints it: docuum's download needs host-rustc built, so when that
+    // failed make never tried docuum; lz4 shares host-lz4's archive; busybox is downloaded.
+    const entry = (dlDir: string, source: string, version: string) => ({
+      type: 'target',
+      virtual: false,
+      version,
+      dl_dir: dlDir,
+      downloads: [{ source, uris: [] }],
+    });
+    const showInfo = {
+      'host-lz4': entry('lz4', 'lz4-1.10.0.tar.gz', '1.10.0'),
+      lz4: entry('lz4', 'lz4-1.10.0.tar.gz', '1.10.0'),
+      busybox: entry('busybox', 'busybox-1.37.0.tar.bz2', '1.37.0'),
+      'docker-engine': entry('docker-engine', 'docker-engine-28.3.3-go2.tar.gz', '28.3.3'),
+      docuum: entry('docuum', 'docuum-0.25.1-cargo4.tar.gz', '0.25.1'),
+      toolchain: { type: 'target', virtual: true },
+    };
+    writeFileSync(join(dir, 'show-info.json'), JSON.stringify(showInfo));
+    mkdirSync(join(dl, 'busybox'), { recursive: true });
+    writeFileSync(join(dl, 'busybox', 'busybox-1.37.0.tar.bz2'), '');
+    const make = join(dir, 'make-with-show-info.sh');
+    writeFileSync(
+      make,
+      `#!/bin/bash\ncase " $* " in *" show-info "*) cat "${dir}/show-info.json";; *) exec "${fakeMake}" "$@";; esac\n`,
+      { mode: 0o755 },
+    );
     const r = runCli(['source', '--buildroot', fakeBuildroot(), '--dl-dir', dl], {
-      env: { APPLIANCE_MAKE: fakeMake, FAKE_FAIL_SOURCES: 'host-lz4 docker-engine' },
+      env: { APPLIANCE_MAKE: make, FAKE_FAIL_SOURCES: 'host-lz4 docker-engine' },
     });
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(
-      /^error: 2 package\(s\) could not be downloaded: host-lz4 1\.10\.0, docker-engine 28\.3\.3/m,
+      /^error: 2 package\(s\) could not be downloaded: host-lz4 1\.10\.0, docker-engine 28\.3\.3; 1 more not tried, since a download dependency failed: docuum 0\.25\.1: /m,
     );
     expect(r.stderr).toContain(join(dl, 'appliance-source.log'));
   });
