@@ -7,6 +7,8 @@ export {
   defaultConnectUri,
   defineVm,
   destroyVm,
+  type GrowResult,
+  growVm,
   startVm,
   stopVm,
   undefineVm,

@@ -9,7 +9,7 @@
 import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ApplianceConfig } from '../config/index.js';
+import { type ApplianceConfig, formatSize } from '../config/index.js';
 import { sha256File } from '../digest.js';
 import { ApplianceError, ExitCode } from '../errors.js';
 import {
@@ -427,3 +427,64 @@ export async function consoleVm(config: ApplianceConfig, conn: Connection): Prom
 }
 
 export { filterName };
+
+export interface GrowResult {
+  volume: string;
+  beforeBytes: number;
+  afterBytes: number;
+  /** The VM was running: its device grew at once and the guest grows /data now, not at its next boot. */
+  online: boolean;
+  changed: boolean;
+}
+
+/** The capacity of a volume in bytes, or undefined when there is none. */
+async function volumeCapacity(conn: Connection, name: string): Promise<number | undefined> {
+  const r = await virsh(conn, ['vol-info', '--bytes', '--pool', conn.pool, name], { allowFailure: true });
+  if (r.exitCode !== 0) return undefined;
+  return Number(/^Capacity:\s*(\d+)/m.exec(r.stdout)?.[1]);
+}
+
+/**
+ * Enlarge the VM's data disk volume to `sizeBytes`: with `virsh blockresize` while the VM runs
+ * (QEMU grows the device, the guest's udev rule grows the filesystem online), with `vol-resize`
+ * while it is off (the guest grows the filesystem at its next boot). Never shrinks; the volume is
+ * never replaced or detached.
+ */
+export async function growVm(
+  config: ApplianceConfig,
+  conn: Connection,
+  sizeBytes: number,
+): Promise<GrowResult> {
+  const volume = imageVolumes(config.name).data;
+  const beforeBytes = await volumeCapacity(conn, volume);
+  if (beforeBytes === undefined)
+    throw new ApplianceError(`no data disk volume ${conn.pool}/${volume} on ${conn.uri}`, {
+      hint: "define the VM with 'appliance vm define' first (or pass the --pool it was defined in)",
+    });
+  if (sizeBytes < beforeBytes)
+    throw new ApplianceError(
+      `${conn.pool}/${volume} is ${formatSize(beforeBytes)}; ${formatSize(sizeBytes)} would shrink it, and a data disk never shrinks`,
+      { hint: `pass a --size larger than ${formatSize(beforeBytes)}` },
+    );
+  const state = (await vmStatus(config, conn)).state;
+  const online = state === 'running' || state === 'paused';
+  if (sizeBytes === beforeBytes)
+    return { volume, beforeBytes, afterBytes: beforeBytes, online, changed: false };
+  if (online) {
+    const path = await volumePath(conn, volume);
+    await virsh(conn, ['blockresize', config.name, path, `${sizeBytes}B`], {
+      purpose: `growing the data disk of the running ${config.name}`,
+    });
+  } else {
+    await virsh(conn, ['vol-resize', '--pool', conn.pool, volume, `${sizeBytes}B`], {
+      purpose: `growing ${conn.pool}/${volume}`,
+    });
+  }
+  const afterBytes = (await volumeCapacity(conn, volume)) ?? Number.NaN;
+  if (afterBytes !== sizeBytes)
+    throw new ApplianceError(
+      `${conn.pool}/${volume} is ${afterBytes} bytes after growing, not the ${sizeBytes} asked for`,
+      { exitCode: ExitCode.hostProblem, hint: `see 'virsh vol-info --pool ${conn.pool} ${volume}'` },
+    );
+  return { volume, beforeBytes, afterBytes, online, changed: true };
+}

@@ -252,10 +252,10 @@ describe('every command declares its options from one table', () => {
     expect(otherSpellings).toEqual([]);
   });
 
-  it('--pool only where a pool is used (define, update, undefine)', async () => {
+  it('--pool only where a pool is used (define, update, grow, undefine)', async () => {
     const { all } = await options();
     const pools = all.filter((o) => o.option.long === '--pool');
-    expect(pools.map((o) => o.command).sort()).toEqual(['vm define', 'vm undefine', 'vm update']);
+    expect(pools.map((o) => o.command).sort()).toEqual(['vm define', 'vm grow', 'vm undefine', 'vm update']);
     for (const { option } of pools) expect(option.defaultValue).toBe(defaultPool);
     await refused(['vm', 'status', '--pool', 'x'], /unknown option '--pool'/);
   });

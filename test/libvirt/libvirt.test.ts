@@ -277,7 +277,7 @@ describe.skipIf(skip)('libvirt tier', () => {
     defined.push(name);
     const define = await runCliAsync(args);
     expect(define.status, define.stderr).toBe(0);
-    const start = await runCliAsync(['vm', 'start', '--config', cfg, '--connect', uri, '--pool', pool]);
+    const start = await runCliAsync(['vm', 'start', '--config', cfg, '--connect', uri]);
     expect(start.status, start.stderr).toBe(0);
     return serialUntilDone(name, 180);
   }
@@ -356,7 +356,27 @@ describe.skipIf(skip)('libvirt tier', () => {
       JSON.parse((await runCliAsync(['vm', 'status', '--config', cfg, '--connect', uri, '--json'])).stdout)
         .state,
     ).toBe('running');
+    // vm grow: the running VM's data disk grows in place (blockresize), then the stopped one's
+    // (vol-resize); a smaller size is refused; the volume is never replaced.
+    const capacity = () =>
+      Number(/Capacity:\s*(\d+)/.exec(virsh(['vol-info', '--bytes', '--pool', pool, `${name}-data`]))?.[1]);
+    const grow = (size: string) =>
+      runCliAsync(['vm', 'grow', '--config', cfg, '--connect', uri, '--pool', pool, '--size', size]);
+    const before = capacity();
+    const online = await grow(`${before / 1024 ** 3 + 1}G`);
+    expect(online.status, online.stderr).toBe(0);
+    expect(online.stderr).toMatch(/the running guest grows \/data now/);
+    expect(capacity()).toBe(before + 1024 ** 3);
+    const shrink = await grow(`${before / 1024 ** 3}G`);
+    expect(shrink.status).toBe(2);
+    expect(shrink.stderr).toMatch(/would shrink it, and a data disk never shrinks/);
+    expect(capacity()).toBe(before + 1024 ** 3);
     expect((await runCliAsync(['vm', 'destroy', '--config', cfg, '--connect', uri])).status).toBe(0);
+    const offline = await grow(`${before / 1024 ** 3 + 2}G`);
+    expect(offline.status, offline.stderr).toBe(0);
+    expect(offline.stderr).toMatch(/the guest grows \/data at its next boot/);
+    expect(capacity()).toBe(before + 2 * 1024 ** 3);
+    expect(virsh(['vol-path', '--pool', pool, `${name}-data`]).trim()).toBe(dataPath);
     expect(
       JSON.parse((await runCliAsync(['vm', 'status', '--config', cfg, '--connect', uri, '--json'])).stdout)
         .state,
