@@ -18,6 +18,7 @@ import {
   libvirtUri,
   refuseDashValues,
   seconds,
+  setting,
   settingOption,
   sha256Hex,
   wholeNumber,
@@ -26,10 +27,11 @@ import {
   type Arch,
   applianceJsonSchema,
   configReferenceMarkdown,
+  formatSize,
   loadAppliance,
   parseSize,
 } from './config/index.js';
-import { createDataDisk, formatDiskInfo, inspectDataDisk } from './disk/index.js';
+import { createDataDisk, formatDiskInfo, growDataDisk, inspectDataDisk } from './disk/index.js';
 import { formatFindings, runDoctor } from './doctor/index.js';
 import { ApplianceError, ExitCode, isApplianceError } from './errors.js';
 import { inputDir, inputFile, outputDir, outputFile, readInputFile, writeOutput } from './fsguard.js';
@@ -52,6 +54,7 @@ import {
   destroyVm,
   domainXml,
   filterGateway,
+  growVm,
   libvirtTree,
   nwfilterXml,
   startVm,
@@ -299,6 +302,11 @@ program
     },
   );
 
+/** --size of disk grow and vm grow: the new size, required, parsed as dataDisk.size is. */
+const growSizeOption = () =>
+  new Option('--size <size>', 'the new size, e.g. 40G: any size dataDisk.size accepts, never smaller')
+    .makeOptionMandatory()
+    .argParser(setting('--size', ['dataDisk', 'size'], 'a size', '40G'));
 const disk = program.command('disk').description('the ext4 data disk');
 disk
   .command('create <path>')
@@ -327,6 +335,22 @@ disk
     inputFile('data disk', path, 'pass a data disk image');
     const d = await inspectDataDisk(path);
     process.stdout.write(`${opts.json ? JSON.stringify(d, null, 2) : formatDiskInfo(d)}\n`);
+  });
+disk
+  .command('grow <path>')
+  .description(
+    'enlarge a data disk image in place (sparse, never shrinks); the guest grows its filesystem at boot',
+  )
+  .addOption(growSizeOption())
+  .option('--json', 'print JSON')
+  .action(async (path: string, opts: { size: string; json?: boolean }) => {
+    const r = await growDataDisk(path, parseSize(opts.size) ?? 0);
+    if (opts.json) process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+    else if (!r.changed) process.stdout.write(`${r.after.path} is already ${opts.size}: nothing to do\n`);
+    else
+      process.stdout.write(
+        `${formatDiskInfo(r.after)}\ngrown from ${formatSize(r.before.imageBytes)} to ${formatSize(r.after.imageBytes)}; the guest grows the filesystem to fill it at its next boot\n`,
+      );
   });
 
 /** --network NAME and --bridge NAME: one of them, never both. */
@@ -585,6 +609,18 @@ simple('undefine', 'remove the domain; volumes are kept unless --delete-images (
   .option('--delete-images', 'also delete kernel and rootfs volumes')
   .action(async (o: { config?: string; connect: string; pool: string; deleteImages?: boolean }) => {
     await undefineVm(...(await vmTarget(o)), o.deleteImages);
+  });
+simple('grow', 'enlarge the data disk volume (never shrinks); a running guest grows /data at once')
+  .addOption(poolOption())
+  .addOption(growSizeOption())
+  .action(async (o: { config?: string; connect: string; pool: string; size: string }) => {
+    const [config, conn] = await vmTarget(o);
+    const r = await growVm(config, conn, parseSize(o.size) ?? 0);
+    info(
+      !r.changed
+        ? `${conn.pool}/${r.volume} is already ${o.size}: nothing to do`
+        : `${conn.pool}/${r.volume} grown from ${formatSize(r.beforeBytes)} to ${formatSize(r.afterBytes)}; ${r.online ? 'the running guest grows /data now' : 'the guest grows /data at its next boot'}`,
+    );
   });
 simple('status', 'print the VM state')
   .option('--json', 'print JSON')
