@@ -84,17 +84,30 @@ function benchStandin(dir: string): void {
     qemuRssKiB?: number;
     guestMemoryKiB?: number;
     idleSeconds?: number;
+    qemuStartedAfter?: number;
+    checks?: Record<string, [number, number]>;
   };
   // The bare boot: QEMU start to docker.service active in the same boot, from the guest's clock.
   const dockerReady = timeline.milestones['docker-active'] ?? Number.NaN;
   // The whole command as a user waits for it (node start to exit), without the idle hold.
   const smokeWall = t.median - (timeline.idleSeconds ?? hold);
   const line = (label: string, value: string) =>
-    process.stdout.write(`stand-in (TCG): ${label.padEnd(44)} ${value}\n`);
+    process.stdout.write(`stand-in (TCG): ${label.padEnd(50)} ${value}\n`);
   line('bare boot: QEMU start to docker.service active', `${dockerReady.toFixed(1)} s`);
   line('whole appliance smoke (wall, without --hold)', `${smokeWall.toFixed(1)} s`);
   line('smoke wall / bare Docker ready (target <= 1.15)', (smokeWall / dockerReady).toFixed(2));
   process.stdout.write(`  (Docker ready: ${timeline.dockerActiveSource ?? 'not measured'})\n`);
+  // Where the rest went: preparation before QEMU, and when each check answered (from QEMU start).
+  const answered = Object.entries(timeline.checks ?? {})
+    .sort((a, b) => a[1][1] - b[1][1])
+    .map(([name, [, end]]) => `${name} ${end.toFixed(1)}`);
+  process.stdout.write(
+    `  (QEMU started ${timeline.qemuStartedAfter?.toFixed(1)} s after the command; milestones ${Object.entries(
+      timeline.milestones,
+    )
+      .map(([k, v]) => `${k} ${v.toFixed(1)}`)
+      .join(', ')}; checks answered at ${answered.join(', ')})\n`,
+  );
   if (timeline.qemuRssKiB && timeline.guestMemoryKiB) {
     process.stdout.write(
       `stand-in (TCG): QEMU resident memory after ${hold} s idle ${(timeline.qemuRssKiB / 1024).toFixed(0)} MiB of ${(timeline.guestMemoryKiB / 1024).toFixed(0)} MiB guest memory (${((100 * timeline.qemuRssKiB) / timeline.guestMemoryKiB).toFixed(0)}%)\n`,

@@ -35,6 +35,13 @@ export interface Timeline {
   guestMemoryKiB?: number;
   idleSeconds?: number;
   systemdAnalyze?: string;
+  /** After a failed check or with --hold: `systemd-analyze blame` and `critical-chain`. */
+  blame?: string;
+  criticalChain?: string;
+  /** Seconds from the start of `appliance smoke` to QEMU's start (preparation). */
+  qemuStartedAfter?: number;
+  /** Each check's command: [sent, answered] in seconds from QEMU start. */
+  checks?: Record<string, [number, number]>;
   error?: string;
 }
 

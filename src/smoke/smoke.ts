@@ -12,7 +12,7 @@ import { inputFile } from '../fsguard.js';
 import { type AccelChoice, guestMachine, memoryMiB } from '../guest/index.js';
 import { hasTool } from '../run/index.js';
 import { type Booted, boot, prepare } from './boot.js';
-import { builtinChecks, configChecks } from './checks.js';
+import { builtinChecks, configChecks, diagnostics } from './checks.js';
 import type { TestCase } from './junit.js';
 import { type ReportFiles, reportFiles, writeReports, writeTimeline } from './report.js';
 import { type CheckRun, runChecks } from './runner.js';
@@ -107,12 +107,14 @@ export async function runSmoke(config: ApplianceConfig, o: SmokeOptions): Promis
       milestones,
     });
     const { client, bootedAt } = booted;
-    const runs = await runChecks(
-      [...builtinChecks, ...configChecks(config)],
-      (command, timeoutMs, stdin) => exec(client, command, timeoutMs, stdin),
-      { config, imageTar: prepared.imageTar, noImageReason: prepared.noImageReason },
-      { deadline, timeoutScale: accel === 'kvm' ? 1 : 3 },
-    );
+    const execute = (command: string, timeoutMs: number, stdin?: Buffer) =>
+      exec(client, command, timeoutMs, stdin);
+    const context = { config, imageTar: prepared.imageTar, noImageReason: prepared.noImageReason };
+    const timeoutScale = accel === 'kvm' ? 1 : 3;
+    const runs = await runChecks([...builtinChecks, ...configChecks(config)], execute, context, {
+      deadline,
+      timeoutScale,
+    });
     const named = (name: string) => runs.find((r) => r.check.name === name);
     const ended = (name: string) => named(name)?.endedAt;
     for (const [milestone, check] of [
@@ -125,10 +127,16 @@ export async function runSmoke(config: ApplianceConfig, o: SmokeOptions): Promis
     const dockerActive = dockerActiveSeconds(named('docker.active-since'), bootedAt);
     if (dockerActive !== undefined) milestones['docker-active'] = dockerActive;
     cases = runs.filter((r) => !r.check.informational).map((r) => r.case);
+    const held = Date.now();
+    const extra =
+      o.holdSeconds || cases.some((c) => c.status === 'failed')
+        ? await runChecks(diagnostics, execute, context, { deadline: Date.now() + 180_000, timeoutScale })
+        : [];
+    const diagnosed = (name: string) => extra.find((r) => r.check.name === name)?.result?.stdout.trim();
     let memory: { qemuRssKiB: number; guestMemoryKiB: number; idleSeconds: number } | undefined;
     if (o.holdSeconds && booted.vm.pid) {
-      const held = Date.now();
-      await new Promise((r) => setTimeout(r, (o.holdSeconds ?? 0) * 1000));
+      // The diagnostics ran during the hold (the VM is kept anyway); idle for what is left of it.
+      await new Promise((r) => setTimeout(r, Math.max(0, held + (o.holdSeconds ?? 0) * 1000 - Date.now())));
       const status = readFileSync(`/proc/${booted.vm.pid}/status`, 'utf8');
       holdMs = Date.now() - held;
       memory = {
@@ -148,6 +156,17 @@ export async function runSmoke(config: ApplianceConfig, o: SmokeOptions): Promis
       wallSeconds: (Date.now() - started - holdMs) / 1000,
       ...memory,
       systemdAnalyze: named('systemd-analyze')?.result?.stdout.trim(),
+      blame: diagnosed('systemd-analyze.blame'),
+      criticalChain: diagnosed('systemd-analyze.critical-chain'),
+      qemuStartedAfter: (bootedAt - started) / 1000,
+      checks: Object.fromEntries(
+        [...runs, ...extra]
+          .filter((r) => r.startedAt && r.endedAt)
+          .map((r) => [
+            r.check.name,
+            [((r.startedAt ?? 0) - bootedAt) / 1000, ((r.endedAt ?? 0) - bootedAt) / 1000],
+          ]),
+      ),
     });
   } catch (e) {
     if (e instanceof ApplianceError && e.exitCode === ExitCode.hostProblem && cases.length === 0)

@@ -175,6 +175,7 @@ describe('the smoke check runner', () => {
       'rootfs.read-only-squashfs': 'squashfs ro,relatime\n',
       'data-disk.var-lib-docker': `/dev/vdb[/docker] ext4\n/dev/vdb ext4 ${config.dataDisk.label}\n`,
       'containerd.state-on-tmpfs': 'tmpfs\n',
+      'docker.active': 'active\n',
       'docker.info': 'overlay2 2\n',
       'docker.run-imported-image': 'smoke-ok\n',
       'docuum.active': 'active\n',
