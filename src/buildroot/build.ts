@@ -1,7 +1,9 @@
 /**
  * `appliance build`: write the rendered tree (from the caller), configure Buildroot with O= and
- * BR2_DL_DIR, check the symbols, plan the least rebuild, run make with a progress display and a full log, diagnose a
- * failure, and gather the images into an artifacts folder with a manifest.
+ * BR2_DL_DIR, check the symbols, plan the least rebuild, run make with a progress display and a
+ * full log, diagnose a failure, and gather the images into an artifacts folder with a manifest.
+ * One small function a step: the scratch configure (configure.ts), the plan, the build folder's
+ * housekeeping, make, the artifacts.
  */
 import {
   copyFileSync,
@@ -122,33 +124,67 @@ export async function build(config: ApplianceConfig, tree: Tree, o: BuildOptions
     : planBuild(previous?.snapshot, next, builtBefore, knownPackages(buildroot, layout.external));
   if (o.planOnly) return { plan, layout };
 
-  // 4. Carry the plan out.
-  if (plan.kind === 'clean' && existsSync(layout.build)) {
-    info(`clean build: removing ${layout.build}`);
-    rmSync(layout.build, { recursive: true, force: true });
-  }
+  // 4. Carry the plan out: prepare the build folder, make, gather the images.
   writeFileSync(
     layout.state,
     `${JSON.stringify({ snapshot: previous?.snapshot ?? next, built: false }, null, 2)}\n`,
   );
+  const env = makeEnv(dlDir);
+  const total = await prepareBuildFolder(make, buildroot, layout, plan, env);
+  const started = Date.now();
+  await runMake(make, layout, dlDir, o, total);
+  const manifest = await gatherArtifacts(config, arch, layout, next);
+  writeFileSync(layout.state, `${JSON.stringify({ snapshot: next, built: true }, null, 2)}\n`);
+  if (o.json)
+    process.stdout.write(
+      `${JSON.stringify({ type: 'done', seconds: Math.round((Date.now() - started) / 1000), manifest })}\n`,
+    );
+  return { plan, layout, manifest };
+}
+
+/**
+ * The plan's housekeeping in the build folder: remove it for a clean build, configure it, run
+ * each `<pkg>-dirclean`. Returns the number of packages make will build (show-build-order).
+ */
+async function prepareBuildFolder(
+  make: string,
+  buildroot: string,
+  layout: BuildLayout,
+  plan: BuildPlan,
+  env: Record<string, string>,
+): Promise<number> {
+  if (plan.kind === 'clean' && existsSync(layout.build)) {
+    info(`clean build: removing ${layout.build}`);
+    rmSync(layout.build, { recursive: true, force: true });
+  }
   const common = ['-C', buildroot, `O=${layout.build}`, `BR2_EXTERNAL=${layout.external}`];
   await runCommand(make, [...common, `BR2_DEFCONFIG=${layout.defconfig}`, 'defconfig'], {
-    env: makeEnv(dlDir),
+    env,
     purpose: 'configuring Buildroot',
     timeoutMs: 5 * 60_000,
   });
   for (const pkg of plan.dirclean) {
     await runCommand(make, ['-C', layout.build, `${pkg}-dirclean`], {
-      env: makeEnv(dlDir),
+      env,
       purpose: `make ${pkg}-dirclean`,
       timeoutMs: 10 * 60_000,
     });
   }
   const order = await runCommand(make, ['-s', '-C', layout.build, 'show-build-order'], {
-    env: makeEnv(dlDir),
+    env,
     purpose: 'make show-build-order',
   });
-  const total = order.stdout.split(/\s+/).filter(Boolean).length;
+  return order.stdout.split(/\s+/).filter(Boolean).length;
+}
+
+/** The build itself: make with the full log, progress as it goes, and a diagnosis if it fails. */
+async function runMake(
+  make: string,
+  layout: BuildLayout,
+  dlDir: string,
+  o: BuildOptions,
+  total: number,
+): Promise<void> {
   if (existsSync(layout.log)) renameSync(layout.log, `${layout.log}.1`);
   const tracker = new ProgressTracker(total);
   const tty = process.stderr.isTTY && !o.json;
@@ -163,7 +199,6 @@ export async function build(config: ApplianceConfig, tree: Tree, o: BuildOptions
   const forget = noteOnInterrupt(
     `the build stopped; run the same 'appliance build' command to resume (the full log is ${layout.log})`,
   );
-  const started = Date.now();
   const result = await runCommand(
     make,
     ['-C', layout.build, ...(o.jobs !== undefined ? [`BR2_JLEVEL=${o.jobs}`] : [])],
@@ -181,7 +216,10 @@ export async function build(config: ApplianceConfig, tree: Tree, o: BuildOptions
   forget();
   if (tty) process.stderr.write('\n');
   if (result.exitCode !== 0) {
-    const d = diagnoseBuildLog(readFileSync(layout.log, 'utf8'), { out: layout.build, dlDir });
+    const d = diagnoseBuildLog(readFileSync(layout.log, 'utf8'), {
+      out: layout.build,
+      dlDir,
+    });
     const where = d.pkg
       ? `${d.pkg}${d.version ? ` ${d.version}` : ''} failed at the ${d.step} step`
       : `make failed (exit ${result.exitCode})`;
@@ -198,13 +236,6 @@ export async function build(config: ApplianceConfig, tree: Tree, o: BuildOptions
     });
   }
   tracker.finish();
-  const manifest = await gatherArtifacts(config, arch, layout, next);
-  writeFileSync(layout.state, `${JSON.stringify({ snapshot: next, built: true }, null, 2)}\n`);
-  if (o.json)
-    process.stdout.write(
-      `${JSON.stringify({ type: 'done', seconds: Math.round((Date.now() - started) / 1000), manifest })}\n`,
-    );
-  return { plan, layout, manifest };
 }
 
 async function gatherArtifacts(
