@@ -36,6 +36,8 @@ const testTools: Record<string, string> = {
   nproc: 'coreutils',
   mktemp: 'coreutils',
   mkfifo: 'coreutils',
+  debugfs: 'e2fsprogs',
+  'qemu-io': 'qemu-utils',
   install: 'coreutils',
   du: 'coreutils',
   stat: 'coreutils',
@@ -104,8 +106,12 @@ const indirect: Record<string, string[]> = {
   'src/buildroot/check.ts py': ['python3'],
   'src/buildroot/check.ts python': ['python3'],
   'src/buildroot/build.ts make': ['make'],
+  'src/buildroot/configure.ts make': ['make'],
+  'src/buildroot/sbom.ts make': ['make'],
+  'src/buildroot/source.ts make': ['make'],
   'src/doctor/index.ts name': [], // doctor's own tables, read by doctorPairs below
-  'src/smoke/smoke.ts qemu': ['qemu-system-x86_64', 'qemu-system-aarch64'],
+  'src/smoke/boot.ts qemu': ['qemu-system-x86_64', 'qemu-system-aarch64'],
+  'src/smoke/smoke.ts qemu': ['qemu-system-x86_64', 'qemu-system-aarch64'], // hasTool(qemu)
   'src/guest/machine.ts qemuBinary per arch': ['qemu-system-x86_64', 'qemu-system-aarch64'],
   "test/kernel/fragment.test.ts join(src, 'scripts/kconfig/merge_config.sh')": ['merge_config.sh'],
   'test/cli/input.test.ts sh -c: "X"': ['node'], // "${process.execPath}" "${cliPath}" …
