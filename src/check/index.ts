@@ -10,7 +10,7 @@ import {
   type PackageLint,
 } from '../buildroot/index.js';
 import { type ApplianceConfig, type Arch, arches, defconfigName } from '../config/index.js';
-import { overlayDir, renderTree } from '../render/index.js';
+import { overlayFolders, renderTree } from '../render/index.js';
 import { writeTree } from '../tree.js';
 import { type UnitVerification, verifyUnits } from './units.js';
 
@@ -49,7 +49,7 @@ export async function checkAppliance(
     for (const arch of options.arches ?? arches)
       defconfigs.push(await checkDefconfig(buildroot, tree, arch, defconfigName(config, arch)));
     const packages = await checkPackages(buildroot, tree);
-    const units = await verifyUnits(join(tree, overlayDir));
+    const units = await verifyUnits(overlayFolders(config).map((dir) => join(tree, dir)));
     const ok =
       defconfigs.every((d) => d.problems.length === 0) &&
       packages.warnings.length === 0 &&

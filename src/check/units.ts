@@ -1,5 +1,5 @@
-/** `systemd-analyze verify` on the units the overlay ships. */
-import { existsSync, readdirSync } from 'node:fs';
+/** `systemd-analyze verify` on the units the overlays ship (ours and the config's `overlays`). */
+import { existsSync, lstatSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { hasTool, runCommand } from '../run/index.js';
 
@@ -22,7 +22,10 @@ function isEnvironmentNoise(line: string): boolean {
   return false;
 }
 
-export async function verifyUnits(overlay: string): Promise<UnitVerification> {
+/** Where an overlay may hold units: the vendor folder and the admin's. */
+const unitDirs = ['usr/lib/systemd/system', 'etc/systemd/system'];
+
+export async function verifyUnits(overlays: readonly string[]): Promise<UnitVerification> {
   if (!(await hasTool('systemd-analyze'))) {
     return {
       ran: false,
@@ -31,13 +34,19 @@ export async function verifyUnits(overlay: string): Promise<UnitVerification> {
       problems: [],
     };
   }
-  const dir = join(overlay, 'usr', 'lib', 'systemd', 'system');
-  const units = existsSync(dir)
-    ? readdirSync(dir)
-        .filter((f) => /\.(service|mount|socket|timer|path|target)$/.test(f))
-        .sort()
-        .map((f) => join(dir, f))
-    : [];
+  // A later overlay's unit of the same name replaces an earlier one, as Buildroot copies them.
+  const byName = new Map<string, string>();
+  for (const overlay of overlays)
+    for (const sub of unitDirs) {
+      const dir = join(overlay, sub);
+      if (!existsSync(dir)) continue;
+      // A symbolic link is an enablement or a mask, not a unit to verify.
+      for (const f of readdirSync(dir).sort())
+        if (/\.(service|mount|socket|timer|path|target)$/.test(f) && lstatSync(join(dir, f)).isFile())
+          byName.set(f, join(dir, f));
+    }
+  const names = [...byName.keys()].sort();
+  const units = names.map((n) => byName.get(n) as string);
   if (units.length === 0) return { ran: true, units: [], problems: [] };
   const r = await runCommand('systemd-analyze', ['verify', '--man=no', '--generators=no', ...units], {
     allowFailure: true,
@@ -48,5 +57,5 @@ export async function verifyUnits(overlay: string): Promise<UnitVerification> {
     .split('\n')
     .map((l) => l.trim())
     .filter((l) => l.length > 0 && !isEnvironmentNoise(l));
-  return { ran: true, units: units.map((u) => u.slice(dir.length + 1)), problems };
+  return { ran: true, units: names, problems };
 }

@@ -59,10 +59,7 @@ export function defconfigSymbols(
   allPinned: boolean,
 ): [string, string][] {
   const ext = `$(BR2_EXTERNAL_${config.externalName}_PATH)`;
-  const overlays = [
-    `${ext}/${overlayDir}`,
-    ...config.overlayDirs.map((_, i) => `${ext}/${extraOverlayPath(config, i)}`),
-  ];
+  const overlays = overlayFolders(config).map((dir) => `${ext}/${dir}`);
   const lines: string[] = [
     ...board[arch].arch,
     'BR2_TOOLCHAIN_BUILDROOT_GLIBC=y',
@@ -118,6 +115,11 @@ function formatSymbolValue(value: boolean | number | string): string {
   if (typeof value === 'number') return String(value);
   if (/^[ymn]$/.test(value) || /^-?\d+$/.test(value) || /^0x[0-9a-fA-F]+$/.test(value)) return value;
   return quote(value);
+}
+
+/** The rootfs overlay folders of the tree, in the order Buildroot copies them: ours, then `overlays`. */
+export function overlayFolders(config: ApplianceConfig): string[] {
+  return [overlayDir, ...config.overlayDirs.map((_, i) => extraOverlayPath(config, i))];
 }
 
 function extraOverlayPath(config: ApplianceConfig, index: number): string {

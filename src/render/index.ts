@@ -8,7 +8,14 @@ import { type Tree, type WriteResult, writeTree } from '../tree.js';
 import { buildTree, type HashPins } from './files.js';
 
 export { diffTree, manifestName, type Tree, type WriteResult, writeTree } from '../tree.js';
-export { buildTree, defconfigSymbols, type HashPins, kernelFragment, overlayDir } from './files.js';
+export {
+  buildTree,
+  defconfigSymbols,
+  type HashPins,
+  kernelFragment,
+  overlayDir,
+  overlayFolders,
+} from './files.js';
 export { type ExternalPackage, externalPackages, packageSymbol } from './packages.js';
 
 /** The pinned source hashes live next to appliance.yaml, like a lock file. */

@@ -2,7 +2,7 @@
  * Buildroot tier: `appliance check` against a real Buildroot 2026.02.3 tree (from
  * `appliance buildroot fetch`, APPLIANCE_BUILDROOT, or the cache), offline.
  */
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { checkPackages } from '../../src/buildroot/index.js';
@@ -86,8 +86,27 @@ describe.skipIf(skip)('appliance check with Buildroot 2026.02.3', () => {
       join(out, overlayDir, 'usr/lib/systemd/system/broken.service'),
       '[Unit]\nDescription=x\n[Servce]\nExecStart=/bin/true\n',
     );
-    const v = await verifyUnits(join(out, overlayDir));
+    const v = await verifyUnits([join(out, overlayDir)]);
     expect(v.ran).toBe(true);
     expect(v.problems.join('\n')).toMatch(/Unknown section 'Servce'/);
+  });
+
+  it("appliance check verifies the units of the config's extra overlays too", () => {
+    const dir = tempDir();
+    const units = join(dir, 'site', 'etc', 'systemd', 'system');
+    mkdirSync(units, { recursive: true });
+    writeFileSync(
+      join(units, 'site-broken.service'),
+      '[Unit]\nDescription=x\n[Servce]\nExecStart=/bin/true\n',
+    );
+    const cfg = join(dir, 'appliance.yaml');
+    writeFileSync(cfg, 'overlays: [site]\n');
+    const r = runCli(['check', '--config', cfg, '--buildroot', buildroot, '--arch', 'x86_64', '--json']);
+    expect(r.status).toBe(1);
+    const report = JSON.parse(r.stdout);
+    expect(report.units.units).toContain('site-broken.service');
+    expect(report.units.problems.join('\n')).toMatch(
+      /site-broken\.service.*Unknown section 'Servce'|Unknown section 'Servce'/,
+    );
   });
 });
