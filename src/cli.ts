@@ -24,6 +24,7 @@ import {
   wholeNumber,
 } from './cli-input.js';
 import {
+  type ApplianceConfig,
   type Arch,
   applianceJsonSchema,
   configReferenceMarkdown,
@@ -43,6 +44,7 @@ import {
   defaultImagePaths,
   defaultPool,
   libvirtSerialLog,
+  requireKernelArch,
 } from './guest/index.js';
 import {
   connection,
@@ -536,8 +538,9 @@ type DefineFlags = {
   accel: Accel | 'auto';
 };
 /** Every local file `vm define`/`vm update` uploads, checked before anything is done. */
-function checkDefineFiles(o: DefineFlags): void {
-  inputFile('--kernel', o.kernel);
+/** The files vm define/update upload, checked before anything connects; the kernel must fit the arch. */
+function checkDefineFiles(config: ApplianceConfig, o: DefineFlags): void {
+  requireKernelArch(inputFile('--kernel', o.kernel), config.arch, 'arch in appliance.yaml');
   inputFile('--rootfs', o.rootfs);
   maybe(inputFile, '--initrd', o.initrd);
   maybe(inputFile, '--data-disk', o.dataDisk);
@@ -563,8 +566,8 @@ defineLike(
 )
   .option('--data-disk <file>', 'upload this data disk if the VM has none yet (default: make an empty one)')
   .action(async (o: DefineFlags) => {
-    checkDefineFiles(o);
     const config = loadAppliance(o.config);
+    checkDefineFiles(config, o);
     await requireConnection(o.connect);
     await defineVm(config, connection(o.connect, o.pool), defineOptions(o));
     info(`defined ${config.name} on ${o.connect}`);
@@ -576,8 +579,8 @@ defineLike(
 )
   .addOption(stopTimeoutOption('--stop-timeout', 'how long to wait for a clean shutdown'))
   .action(async (o: DefineFlags & { stopTimeout: number }) => {
-    checkDefineFiles(o);
     const config = loadAppliance(o.config);
+    checkDefineFiles(config, o);
     await requireConnection(o.connect);
     await updateVm(config, connection(o.connect, o.pool), defineOptions(o), o.stopTimeout);
     info(`updated ${config.name} on ${o.connect}`);

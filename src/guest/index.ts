@@ -22,7 +22,7 @@ export {
   poolPath,
   smokeSerialLogName,
 } from './images.js';
-export { kernelImageArch } from './kernel-image.js';
+export { kernelImageArch, requireKernelArch } from './kernel-image.js';
 export {
   consoleBaud,
   type GuestMachine,

@@ -6,6 +6,7 @@
  */
 import { closeSync, openSync, readSync } from 'node:fs';
 import type { Arch } from '../config/index.js';
+import { ApplianceError } from '../errors.js';
 
 const peMachines: Record<number, Arch> = { 34404: 'x86_64', 43620: 'aarch64' };
 const elfMachines: Record<number, Arch> = { 62: 'x86_64', 183: 'aarch64' };
@@ -32,4 +33,16 @@ export function kernelImageArch(path: string): Arch | undefined {
   if (b.length >= 0x206 && b.toString('latin1', 0x202, 0x206) === 'HdrS') return 'x86_64';
   if (b.length >= 0x3c && b.readUInt32LE(0x38) === 0x644d5241) return 'aarch64';
   return undefined;
+}
+
+/**
+ * Refuse a kernel image built for another architecture than `arch` (an image whose headers say
+ * nothing known is let through: the boot will tell). `where` says where `arch` came from.
+ */
+export function requireKernelArch(kernel: string, arch: Arch, where: string): void {
+  const found = kernelImageArch(kernel);
+  if (found && found !== arch)
+    throw new ApplianceError(`kernel ${kernel} is an ${found} image, but ${where} is ${arch}`, {
+      hint: `pass a kernel built for ${arch}, or set the architecture to ${found}`,
+    });
 }

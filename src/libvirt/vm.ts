@@ -6,12 +6,13 @@
  * uploaded, so an unchanged image is not uploaded again. The data disk volume is created once and
  * never replaced.
  */
-import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type ApplianceConfig, formatSize } from '../config/index.js';
 import { sha256File } from '../digest.js';
 import { ApplianceError, ExitCode } from '../errors.js';
+import { inputFile } from '../fsguard.js';
 import {
   type Accel,
   type AccelChoice,
@@ -22,6 +23,7 @@ import {
   inspectDataDisk,
   libvirtSerialLog,
   poolPath,
+  requireKernelArch,
 } from '../guest/index.js';
 import { info } from '../log.js';
 import { type RunResult, runCommand, runInteractive } from '../run/index.js';
@@ -62,14 +64,10 @@ async function virsh(
   });
 }
 
-function requireFile(what: string, path: string | undefined): string {
-  if (!path)
-    throw new ApplianceError(`no ${what} given`, {
-      hint: `pass --${what === 'root filesystem' ? 'rootfs' : what}`,
-    });
-  if (!existsSync(path) || !statSync(path).isFile())
-    throw new ApplianceError(`${what} ${path} does not exist or is not a file`);
-  return path;
+/** An image file named by `flag` (the shared path checker: a regular, readable, real file). */
+function requireFile(flag: string, path: string | undefined): string {
+  if (!path) throw new ApplianceError(`no ${flag} given`, { hint: `pass ${flag} FILE` });
+  return inputFile(flag, path);
 }
 
 export async function ensurePool(conn: Connection): Promise<void> {
@@ -195,8 +193,9 @@ async function defineXml(conn: Connection, kind: 'domain' | 'nwfilter', xml: str
 
 /** Install the filter, the images and the domain. Returns the domain XML that was defined. */
 export async function defineVm(config: ApplianceConfig, conn: Connection, o: DefineOptions): Promise<string> {
-  const kernel = requireFile('kernel', o.kernel);
-  const rootfs = requireFile('root filesystem', o.rootfs);
+  const kernel = requireFile('--kernel', o.kernel);
+  const rootfs = requireFile('--rootfs', o.rootfs);
+  requireKernelArch(kernel, config.arch, 'arch in appliance.yaml');
   const accel = await chooseAccel(config, conn, o.accel, kernel);
   const gateway = filterGateway(config, {
     filter: o.filter,
@@ -224,7 +223,7 @@ export async function defineVm(config: ApplianceConfig, conn: Connection, o: Def
     const v = await imageVolume(
       conn,
       volumes.initrd,
-      requireFile('initrd', o.initrd),
+      requireFile('--initrd', o.initrd),
       recorded.initrd,
       running,
     );
@@ -265,7 +264,7 @@ export async function defineVm(config: ApplianceConfig, conn: Connection, o: Def
   }
   const credentials: { name: string; file: string }[] = [];
   for (const c of o.credentials) {
-    const file = requireFile(`credential file for ${c.name}`, c.file);
+    const file = requireFile(`--credential ${c.name}`, c.file);
     const name = volumes.credential(c.name);
     if (await volumeExists(conn, name)) await virsh(conn, ['vol-delete', '--pool', conn.pool, name]);
     credentials.push({ name: c.name, file: await uploadVolume(conn, name, file) });

@@ -3,7 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { kernelImageArch } from '../../src/guest/index.js';
-import { tempDir } from '../helpers.js';
+import { runCli, tempDir } from '../helpers.js';
 
 function file(name: string, bytes: Buffer): string {
   const path = join(tempDir('appliance-kimage-'), name);
@@ -63,4 +63,30 @@ describe('kernelImageArch', () => {
   ])('says nothing of %s', (_, bytes) => {
     expect(kernelImageArch(file('kernel', bytes))).toBeUndefined();
   });
+});
+
+describe('a kernel of the other architecture is refused before anything starts', () => {
+  it.each([['define'], ['update']])(
+    'vm %s refuses an arm64 Image for an x86_64 appliance, exit 2',
+    (command) => {
+      const kernel = file('Image', arm64Image());
+      const rootfs = file('rootfs.squashfs', Buffer.from('hsqs'));
+      // An unreachable URI: the refusal must come before any connection attempt.
+      const r = runCli([
+        'vm',
+        command,
+        '--kernel',
+        kernel,
+        '--rootfs',
+        rootfs,
+        '--connect',
+        'qemu+ssh://nobody@127.0.0.1:1/system',
+      ]);
+      expect(r.status).toBe(2);
+      expect(r.stderr).toMatch(
+        /^error: kernel .*Image is an aarch64 image, but arch in appliance.yaml is x86_64: pass a kernel built for x86_64/,
+      );
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    },
+  );
 });
