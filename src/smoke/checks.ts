@@ -19,8 +19,11 @@ export interface SmokeCheck {
   name: string;
   /** Shell command run as root in the guest. */
   command: string;
-  /** What is wrong with the result, or undefined when the check passed. */
-  judge: (r: ExecResult, ctx: CheckContext) => string | undefined;
+  /**
+   * What is wrong with the result, or undefined when the check passed; `{ skip }` when the
+   * command found that what it checks could not run (a check that starts before its gate).
+   */
+  judge: (r: ExecResult, ctx: CheckContext) => string | undefined | { skip: string };
   /**
    * Seconds the command may take under KVM (TCG gets three times as long; default 30), or
    * 'deadline' for a check that waits for the boot and may take what is left of --timeout.
@@ -87,6 +90,20 @@ export const builtinChecks: readonly SmokeCheck[] = [
     },
   },
   {
+    // The filesystem fills its device: a disk grown by 'appliance disk grow' was grown by the guest.
+    name: 'data-disk.fills-device',
+    command: `${afterUnit('appliance-data.service')}; d=$(findmnt -n -o SOURCE /data) && echo $(( $(cat /sys/class/block/\${d#/dev/}/size) * 512 )) && dumpe2fs -h "$d" 2>/dev/null | sed -n 's/^Block count: *//p; s/^Block size: *//p'`,
+    judge: (r) => {
+      const [device, blocks, blockSize] = r.stdout.trim().split('\n').map(Number);
+      if (!device || !blocks || !blockSize)
+        return `could not read the sizes of /data's device and filesystem (exit ${r.code})`;
+      const missing = device - blocks * blockSize;
+      return missing <= 16 * 1024 ** 2
+        ? undefined
+        : `/data's filesystem is ${blocks * blockSize} bytes on a ${device}-byte device: it was not grown to fill it`;
+    },
+  },
+  {
     name: 'containerd.state-on-tmpfs',
     command: 'findmnt -n -o FSTYPE /var/lib/containerd',
     judge: (r) =>
@@ -116,16 +133,32 @@ export const builtinChecks: readonly SmokeCheck[] = [
     },
   },
   {
+    // Starts when SSH answers: a first `docker import` waits on docker.socket (socket activation
+    // holds the request until the daemon is up), so the CLI is loaded and the image on its way
+    // when Docker comes up; where no socket listens yet it fails at once and is repeated once
+    // docker.service is active. Skipped, like a check that depends on docker.active, when
+    // docker.service did not become active. No --rm: the VM is stopped right after, and its data
+    // disk is a throwaway or an overlay.
     name: 'docker.run-imported-image',
-    // No --rm: the VM is stopped right after, and its data disk is a throwaway or an overlay.
-    command:
-      'docker import - appliance-smoke:local >/dev/null && docker run --network none appliance-smoke:local /bin/busybox echo smoke-ok',
-    dependsOn: ['docker.active'],
+    command: [
+      'image=$(mktemp) && cat >"$image"',
+      'docker import "$image" appliance-smoke:local >/dev/null 2>&1 & early=$!',
+      afterUnit('docker.service'),
+      'if ! systemctl is-active --quiet docker.service; then kill $early 2>/dev/null; echo "docker.service is $(systemctl is-active docker.service)" >&2; exit 3; fi',
+      'wait $early || docker import "$image" appliance-smoke:local >/dev/null || exit',
+      'rm -f "$image"',
+      'docker run --network none appliance-smoke:local /bin/busybox echo smoke-ok',
+    ].join('\n'),
+    // It waits for docker.service as docker.active does.
+    timeout: 'deadline',
     stdin: (ctx) => ctx.imageTar ?? { skip: ctx.noImageReason ?? 'no test image' },
-    judge: (r) =>
-      r.code === 0 && r.stdout.includes('smoke-ok')
+    judge: (r) => {
+      if (r.code === 3 && r.stderr.startsWith('docker.service is '))
+        return { skip: `needs docker.active, which failed (${firstLine(r.stderr)})` };
+      return r.code === 0 && r.stdout.includes('smoke-ok')
         ? undefined
-        : `the container did not run (exit ${r.code}): ${r.stderr.trim().split('\n').pop() ?? ''}`,
+        : `the container did not run (exit ${r.code}): ${r.stderr.trim().split('\n').pop() ?? ''}`;
+    },
   },
   {
     name: 'docuum.active',

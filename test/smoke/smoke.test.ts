@@ -80,6 +80,7 @@ describe.skipIf(skip)('appliance smoke on the stand-in image', () => {
         'boot.multi-user',
         'rootfs.read-only-squashfs',
         'data-disk.var-lib-docker',
+        'data-disk.fills-device',
         'containerd.state-on-tmpfs',
         'docker.info',
         'docker.run-imported-image',
@@ -113,12 +114,14 @@ describe.skipIf(skip)('appliance smoke on the stand-in image', () => {
   );
 
   it(
-    'the given data disk is never written',
+    'the given data disk is never written, and one grown by disk grow is filled by the guest',
     async () => {
-      const disk = dataDisk('data.img', ['--size', '4G']);
+      const disk = dataDisk('data.img', ['--size', '3G']);
+      expect(runCli(['disk', 'grow', disk, '--size', '4G']).status).toBe(0);
       const before = (await execAsync('sha256sum', [disk])).split(' ')[0];
       const r = await smoke('disk', ['--data-disk', disk]);
       expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(0);
+      expect(r.stdout).toMatch(/ok\s+data-disk\.fills-device/);
       expect((await execAsync('sha256sum', [disk])).split(' ')[0]).toBe(before);
     },
     15 * 60_000,
