@@ -86,6 +86,7 @@ function benchStandin(dir: string): void {
     idleSeconds?: number;
     qemuStartedAfter?: number;
     checks?: Record<string, [number, number]>;
+    criticalChain?: string;
   };
   // The bare boot: QEMU start to docker.service active in the same boot, from the guest's clock.
   const dockerReady = timeline.milestones['docker-active'] ?? Number.NaN;
@@ -108,6 +109,9 @@ function benchStandin(dir: string): void {
       .map(([k, v]) => `${k} ${v.toFixed(1)}`)
       .join(', ')}; checks answered at ${answered.join(', ')})\n`,
   );
+  // Gathered during the hold; the lines after systemd-analyze's two-line legend.
+  const chain = (timeline.criticalChain ?? '').split('\n').slice(3).join('\n    ');
+  if (chain) process.stdout.write(`stand-in (TCG): boot critical chain\n    ${chain}\n`);
   if (timeline.qemuRssKiB && timeline.guestMemoryKiB) {
     process.stdout.write(
       `stand-in (TCG): QEMU resident memory after ${hold} s idle ${(timeline.qemuRssKiB / 1024).toFixed(0)} MiB of ${(timeline.guestMemoryKiB / 1024).toFixed(0)} MiB guest memory (${((100 * timeline.qemuRssKiB) / timeline.guestMemoryKiB).toFixed(0)}%)\n`,
