@@ -71,9 +71,11 @@ export async function runChecks(
         const startedAt = now();
         const result = await exec(check.command, timeoutMs, input);
         const endedAt = now();
-        const problem = result.timedOut
+        const verdict = result.timedOut
           ? `timed out after ${Math.round(timeoutMs / 1000)} s: ${check.command}`
           : check.judge(result, ctx);
+        const skip = typeof verdict === 'object' ? verdict.skip : undefined;
+        const problem = typeof verdict === 'string' ? verdict : undefined;
         return {
           check,
           result,
@@ -82,8 +84,8 @@ export async function runChecks(
           case: {
             name: check.name,
             seconds: (endedAt - startedAt) / 1000,
-            status: problem ? 'failed' : 'passed',
-            message: problem,
+            status: skip ? 'skipped' : problem ? 'failed' : 'passed',
+            message: skip ?? problem,
             output: `$ ${check.command}\n${result.stdout}${result.stderr ? `\n${result.stderr}` : ''}`.trim(),
           },
         };

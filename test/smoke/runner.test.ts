@@ -143,6 +143,27 @@ describe('the smoke check runner', () => {
     });
   });
 
+  it('a judge may find the check could not run: skipped, and so are its dependents', async () => {
+    const g = fakeGuest({}, { gated: 3 });
+    const runs = await runChecks(
+      [
+        check('gated', { judge: (r) => (r.code === 3 ? { skip: 'docker.service is failed' } : undefined) }),
+        check('then', { dependsOn: ['gated'] }),
+      ],
+      g.exec,
+      ctx,
+      options,
+    );
+    expect(runs.map((r) => [r.case.status, r.case.message])).toEqual([
+      ['skipped', 'docker.service is failed'],
+      ['skipped', 'needs gated, which skipped'],
+    ]);
+    const dockerRun = builtinChecks.find((c) => c.name === 'docker.run-imported-image');
+    expect(
+      dockerRun?.judge({ code: 3, stdout: '', stderr: 'docker.service is failed\n', timedOut: false }, ctx),
+    ).toEqual({ skip: 'needs docker.active, which failed (docker.service is failed)' });
+  });
+
   it('runs at most `parallel` commands at once', async () => {
     const g = fakeGuest();
     const many = Array.from({ length: 12 }, (_, i) => check(`c${i}`));
@@ -174,6 +195,7 @@ describe('the smoke check runner', () => {
       'boot.multi-user': 'running\n',
       'rootfs.read-only-squashfs': 'squashfs ro,relatime\n',
       'data-disk.var-lib-docker': `/dev/vdb[/docker] ext4\n/dev/vdb ext4 ${config.dataDisk.label}\n`,
+      'data-disk.fills-device': `${4 * 1024 ** 3}\n1048576\n4096\n`,
       'containerd.state-on-tmpfs': 'tmpfs\n',
       'docker.active': 'active\n',
       'docker.info': 'overlay2 2\n',
