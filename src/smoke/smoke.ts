@@ -9,7 +9,13 @@ import { join, resolve } from 'node:path';
 import type { ApplianceConfig, Arch } from '../config/index.js';
 import { ApplianceError, ExitCode } from '../errors.js';
 import { inputFile } from '../fsguard.js';
-import { type AccelChoice, guestMachine, memoryMiB } from '../guest/index.js';
+import {
+  type AccelChoice,
+  guestMachine,
+  kernelImageArch,
+  memoryMiB,
+  requireKernelArch,
+} from '../guest/index.js';
 import { hasTool } from '../run/index.js';
 import { type Booted, boot, prepare } from './boot.js';
 import { builtinChecks, configChecks, diagnostics } from './checks.js';
@@ -62,8 +68,11 @@ function dockerActiveSeconds(run: CheckRun | undefined, bootedAt: number): numbe
 
 export async function runSmoke(config: ApplianceConfig, o: SmokeOptions): Promise<SmokeReport> {
   const started = Date.now();
-  const arch = o.arch ?? config.arch;
   const kernel = inputFile('--kernel', o.kernel);
+  // The kernel image says what it is: without --arch that decides, and with it a mismatch is
+  // refused at once (the other architecture's QEMU would print nothing until the timeout).
+  const arch = o.arch ?? kernelImageArch(kernel) ?? config.arch;
+  if (o.arch) requireKernelArch(kernel, o.arch, '--arch');
   const rootfs = inputFile('--rootfs', o.rootfs);
   const initrd = o.initrd ? inputFile('--initrd', o.initrd) : undefined;
   const dataDisk = o.dataDisk ? inputFile('--data-disk', o.dataDisk) : undefined;

@@ -229,4 +229,30 @@ describe('appliance smoke input errors', () => {
       /manifest\.json is missing or not JSON/,
     );
   });
+
+  it('a kernel of the other architecture is refused at once, before any QEMU starts', () => {
+    const dir = tempDir();
+    // An x86 bzImage's boot protocol header ("HdrS" at 0x202), booted as aarch64.
+    const kernel = join(dir, 'bzImage');
+    const header = Buffer.alloc(4096);
+    header.write('HdrS', 0x202, 'latin1');
+    writeFileSync(kernel, header);
+    writeFileSync(join(dir, 'rootfs.squashfs'), 'hsqs');
+    const r = runCli([
+      'smoke',
+      '--arch',
+      'aarch64',
+      '--kernel',
+      kernel,
+      '--rootfs',
+      join(dir, 'rootfs.squashfs'),
+      '--out',
+      join(dir, 'out'),
+    ]);
+    expect(r.status).toBe(2);
+    expect(r.stderr.trim()).toMatch(
+      /^error: kernel .*bzImage is an x86_64 image, but --arch is aarch64: pass a kernel built for aarch64/,
+    );
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+  });
 });
