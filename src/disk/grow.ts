@@ -1,13 +1,6 @@
-/**
- * `appliance disk grow`: enlarge a data disk image in place, sparsely, under QEMU's image lock. Only the image grows; the
- * ext4 filesystem inside is grown by the guest itself (prepare-data at boot, or a udev rule when
- * the device grows while it runs), online, so nothing here rewrites a filesystem block. Never
- * shrinks, and refuses an image a running QEMU holds (grow that one through libvirt instead).
- */
-import { formatSize } from '../config/index.js';
 import { ApplianceError, ExitCode, isApplianceError } from '../errors.js';
 import { inputFile } from '../fsguard.js';
-import { type DiskInfo, inspectDataDisk } from '../guest/index.js';
+import { type DiskInfo, growthNeeded, inspectDataDisk } from '../guest/index.js';
 import { runCommand } from '../run/index.js';
 
 export interface GrowResult {
@@ -32,12 +25,8 @@ export async function growDataDisk(path: string, sizeBytes: number): Promise<Gro
     throw new ApplianceError(`--size ${sizeBytes} bytes is not a whole number of 512-byte sectors`, {
       hint: 'pass a size such as 30G',
     });
-  if (sizeBytes < before.imageBytes)
-    throw new ApplianceError(
-      `data disk ${path} is ${formatSize(before.imageBytes)}; ${formatSize(sizeBytes)} would shrink it, and a data disk never shrinks`,
-      { hint: `pass a --size larger than ${formatSize(before.imageBytes)}` },
-    );
-  if (sizeBytes === before.imageBytes) return { before, after: before, changed: false };
+  if (!growthNeeded(`data disk ${path}`, before.imageBytes, sizeBytes))
+    return { before, after: before, changed: false };
   // qemu-img takes QEMU's image lock: a disk a running QEMU holds is refused, not grown under it.
   // On a raw image a resize is a sparse truncate, and it refuses to shrink by itself too.
   const r = await runCommand('qemu-img', ['resize', '-q', '-f', 'raw', abs, String(sizeBytes)], {

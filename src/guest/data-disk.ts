@@ -175,3 +175,16 @@ export function formatDiskInfo(d: DiskInfo): string {
     `used:       ${gib(d.usedBytes)} (${((100 * d.usedBytes) / Math.max(1, d.filesystemBytes)).toFixed(1)}%), free ${gib(d.freeBytes)}`,
   ].join('\n');
 }
+
+/**
+ * The one rule of growing a data disk, for `disk grow` (an image) and `vm grow` (a volume):
+ * never smaller (refused, naming both sizes), and the same size is nothing to do (false).
+ */
+export function growthNeeded(what: string, currentBytes: number, wantedBytes: number): boolean {
+  if (wantedBytes < currentBytes)
+    throw new ApplianceError(
+      `${what} is ${formatSize(currentBytes)}; ${formatSize(wantedBytes)} would shrink it, and a data disk never shrinks`,
+      { hint: `pass a --size larger than ${formatSize(currentBytes)}` },
+    );
+  return wantedBytes > currentBytes;
+}

@@ -13,7 +13,13 @@ export {
   kvmDeviceUsable,
   probeKvm,
 } from './accel.js';
-export { createDataDisk, type DiskInfo, formatDiskInfo, inspectDataDisk } from './data-disk.js';
+export {
+  createDataDisk,
+  type DiskInfo,
+  formatDiskInfo,
+  growthNeeded,
+  inspectDataDisk,
+} from './data-disk.js';
 export {
   defaultImagePaths,
   defaultPool,

@@ -9,7 +9,7 @@
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type ApplianceConfig, formatSize } from '../config/index.js';
+import type { ApplianceConfig } from '../config/index.js';
 import { sha256File } from '../digest.js';
 import { ApplianceError, ExitCode } from '../errors.js';
 import { inputFile } from '../fsguard.js';
@@ -19,6 +19,7 @@ import {
   chooseAccelerator,
   createDataDisk,
   defaultPool,
+  growthNeeded,
   imageVolumes,
   inspectDataDisk,
   libvirtSerialLog,
@@ -460,15 +461,10 @@ export async function growVm(
     throw new ApplianceError(`no data disk volume ${conn.pool}/${volume} on ${conn.uri}`, {
       hint: "define the VM with 'appliance vm define' first (or pass the --pool it was defined in)",
     });
-  if (sizeBytes < beforeBytes)
-    throw new ApplianceError(
-      `${conn.pool}/${volume} is ${formatSize(beforeBytes)}; ${formatSize(sizeBytes)} would shrink it, and a data disk never shrinks`,
-      { hint: `pass a --size larger than ${formatSize(beforeBytes)}` },
-    );
+  const needed = growthNeeded(`${conn.pool}/${volume}`, beforeBytes, sizeBytes);
   const state = (await vmStatus(config, conn)).state;
   const online = state === 'running' || state === 'paused';
-  if (sizeBytes === beforeBytes)
-    return { volume, beforeBytes, afterBytes: beforeBytes, online, changed: false };
+  if (!needed) return { volume, beforeBytes, afterBytes: beforeBytes, online, changed: false };
   if (online) {
     const path = await volumePath(conn, volume);
     await virsh(conn, ['blockresize', config.name, path, `${sizeBytes}B`], {
