@@ -14,6 +14,12 @@ export {
   probeKvm,
 } from './accel.js';
 export {
+  guestAgentChannel,
+  guestAgentRpcs,
+  healthIntervalSeconds,
+  healthStateFile,
+} from './agent.js';
+export {
   createDataDisk,
   type DiskInfo,
   formatDiskInfo,

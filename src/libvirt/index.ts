@@ -1,3 +1,8 @@
+export {
+  type Health,
+  readHealth,
+  waitHealthy,
+} from './health.js';
 export { libvirtTree } from './tree.js';
 export {
   type Connection,
