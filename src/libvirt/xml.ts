@@ -6,7 +6,7 @@ import type { XMLBuilder } from 'xmlbuilder2/lib/interfaces.js';
 import type { ApplianceConfig, Arch } from '../config/index.js';
 import { uuidV5 } from '../digest.js';
 import { ApplianceError, ExitCode } from '../errors.js';
-import { type Accel, guestMachine, kernelCmdline, memoryMiB } from '../guest/index.js';
+import { type Accel, guestAgentChannel, guestMachine, kernelCmdline, memoryMiB } from '../guest/index.js';
 
 export interface DomainOptions {
   arch: Arch;
@@ -281,6 +281,9 @@ export function domainXml(config: ApplianceConfig, o: DomainOptions): string {
   serial.ele('log', { file: o.serialLog, append: 'off' });
   serial.ele('target', x86 ? { type: 'isa-serial', port: '0' } : { port: '0' });
   dev.ele('console', { type: 'pty' }).ele('target', { type: 'serial', port: '0' });
+  // The QEMU guest agent's port (libvirt picks the host socket): the host reads the guest's
+  // health through it, over libvirt's own connection (health.ts).
+  dev.ele('channel', { type: 'unix' }).ele('target', { type: 'virtio', name: guestAgentChannel });
   if (config.vm.balloon)
     dev.ele('memballoon', { model: 'virtio', autodeflate: 'on', freePageReporting: 'on' });
   else dev.ele('memballoon', { model: 'none' });

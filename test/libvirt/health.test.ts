@@ -6,15 +6,41 @@
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { healthStateFile } from '../../src/guest/index.js';
+import { parseAppliance } from '../../src/config/index.js';
+import { guestAgentChannel, healthStateFile } from '../../src/guest/index.js';
 import {
   explainAgentError,
   healthFromState,
   parseAgentReply,
   parseHealthState,
 } from '../../src/libvirt/health.js';
-import { connection, readHealth, waitHealthy } from '../../src/libvirt/index.js';
-import { tempDir } from '../helpers.js';
+import { connection, domainXml, parseLibvirtXml, readHealth, waitHealthy } from '../../src/libvirt/index.js';
+import { repoRoot, tempDir } from '../helpers.js';
+
+describe('the domain XML', () => {
+  it("gives every domain the guest agent's virtio-serial channel, on a socket libvirt chooses", () => {
+    const config = parseAppliance('name: edge\n', join(repoRoot, 'x.yaml'));
+    for (const arch of ['x86_64', 'aarch64'] as const) {
+      const xml = domainXml(config, {
+        arch,
+        accel: 'tcg',
+        kernel: '/srv/k',
+        rootfs: '/srv/r',
+        dataDisk: '/srv/d',
+        credentials: [],
+        network: { type: 'network', name: 'n' },
+        serialLog: '/var/log/x.log',
+      });
+      const channels = parseLibvirtXml(xml, 'domain', 'x')
+        .find((n) => n.node.nodeName === 'devices', false, true)
+        ?.filter((n) => n.node.nodeName === 'channel');
+      expect(channels).toHaveLength(1);
+      expect(channels?.[0]?.toString()).toBe(
+        `<channel type="unix"><target type="virtio" name="${guestAgentChannel}"/></channel>`,
+      );
+    }
+  });
+});
 
 describe('agent replies', () => {
   it('takes "return" from a successful reply', () => {
