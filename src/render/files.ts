@@ -90,6 +90,9 @@ export function defconfigSymbols(
     'BR2_PACKAGE_E2FSPROGS=y',
     'BR2_PACKAGE_E2FSPROGS_RESIZE2FS=y',
     'BR2_PACKAGE_OPENSSH=y',
+    // The QEMU guest agent alone (no emulator): the host reads the appliance's health through it.
+    'BR2_PACKAGE_QEMU=y',
+    'BR2_PACKAGE_QEMU_GUEST_AGENT=y',
     ...externalPackages.map((p) => `${packageSymbol(p)}=y`),
     'BR2_TARGET_ROOTFS_SQUASHFS=y',
     'BR2_TARGET_ROOTFS_SQUASHFS4_ZSTD=y',
