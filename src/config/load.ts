@@ -6,6 +6,7 @@ import { ApplianceError } from '../errors.js';
 import { readInputFile, shownValue } from '../fsguard.js';
 import { info } from '../log.js';
 import { defaultConfigPath } from '../paths.js';
+import { type BudgetFigures, budgetFigures, parseBudget, parseIdle } from './budget.js';
 import { type ApplianceSettings, applianceSchema, architectures } from './schema.js';
 import { parseSize } from './values.js';
 
@@ -19,6 +20,10 @@ export interface ApplianceConfig extends ApplianceSettings {
   /** Absolute paths of the extra overlay folders. */
   overlayDirs: string[];
   dataDiskBytes: number;
+  /** dataDisk.budget and what each enforcer gets from it (see budget.ts). */
+  budget: BudgetFigures;
+  /** dataDisk.volumeMaxIdle in seconds. */
+  volumeMaxIdleSeconds: number;
   memoryBytes: number;
   /** BR2_EXTERNAL name, e.g. RUNNER_APPLIANCE. */
   externalName: string;
@@ -195,11 +200,21 @@ function finish(settings: ApplianceSettings, source: string): ApplianceConfig {
   if (settings.docker.ipv6 === false && settings.docker.ip6tables) {
     settings = { ...settings, docker: { ...settings.docker, ip6tables: false } };
   }
+  const dataDiskBytes = parseSize(settings.dataDisk.size) ?? 0;
   return {
     ...settings,
     source: resolve(source),
     overlayDirs,
-    dataDiskBytes: parseSize(settings.dataDisk.size) ?? 0,
+    dataDiskBytes,
+    budget: budgetFigures(
+      parseBudget(settings.dataDisk.budget, dataDiskBytes) ?? {
+        kind: 'size',
+        bytes: dataDiskBytes,
+        percent: 100,
+      },
+      settings.docuum.threshold,
+    ),
+    volumeMaxIdleSeconds: parseIdle(settings.dataDisk.volumeMaxIdle) ?? 0,
     memoryBytes: parseSize(settings.vm.memory) ?? 0,
     externalName: settings.name.toUpperCase().replaceAll('-', '_'),
   };

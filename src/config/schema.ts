@@ -5,6 +5,7 @@
 import { isIPv4 } from 'node:net';
 import { z } from 'zod';
 import { shownValue } from '../fsguard.js';
+import { budgetProblem, parseIdle } from './budget.js';
 import { kernelVersionProblem } from './kernel.js';
 import {
   buildrootSymbolPattern,
@@ -237,9 +238,10 @@ export const applianceSchema = z
     docuum: z
       .strictObject({
         threshold: matching(docuumThresholdPattern, 'a size such as "10 GB" or a percentage such as "80%"')
-          .default('10 GB')
+          .optional()
           .meta({
-            description: 'Disk use of Docker images above which docuum deletes the least recently used.',
+            description:
+              'Disk use of Docker images above which docuum deletes the least recently used. Unset: half of dataDisk.budget (a percentage of the disk when the budget is one).',
           }),
         keep: z
           .array(regularExpression)
@@ -270,9 +272,50 @@ export const applianceSchema = z
               'ext4 label of the data disk, mounted on /data; /var/lib/docker, docuum, runner and SSH host-key state live there.',
           }),
         size: size('Data disk size', 1024 ** 3, 64 * 1024 ** 4).default('20G'),
+        budget: matching(
+          /^(?:\d+(?:\.\d+)?\s*%|\d+(?:\.\d+)?\s*[KMGT]?(?:i?B)?)$/i,
+          'a size such as "16G" or a percentage such as "80%"',
+        )
+          .default('80%')
+          .meta({
+            description:
+              'What Docker may use of the data disk (a size, or a percentage of dataDisk.size): docuum gets half of it for images (unless docuum.threshold is set), BuildKit a quarter for build cache (builder.gc defaultKeepStorage); the rest is for volumes, containers and logs, bounded by time.',
+          }),
+        volumeMaxIdle: matching(/^\d+\s*[smhdw]$/, 'a duration such as "7d", "12h" or "2w"')
+          .default('7d')
+          .meta({
+            description:
+              "Docker volumes that no container uses and none has used for this long are removed (the runner's cache volumes included), checked every 5 minutes.",
+          }),
+      })
+      .superRefine((disk, ctx) => {
+        const problem = budgetProblem(
+          disk.budget,
+          parseSize(disk.size) ?? Number.POSITIVE_INFINITY,
+          disk.size,
+        );
+        if (problem && parseSize(disk.size) !== undefined)
+          ctx.addIssue({ code: 'custom', path: ['budget'], message: problem });
+        if (parseIdle(disk.volumeMaxIdle) === undefined)
+          ctx.addIssue({
+            code: 'custom',
+            path: ['volumeMaxIdle'],
+            message: `expected a duration such as "7d", got ${shown(disk.volumeMaxIdle)}`,
+          });
       })
       .prefault({})
       .meta({ description: 'The writable data disk.' }),
+    journal: z
+      .strictObject({
+        maxUse: size('Journal size', 8 * 1024 ** 2, 1024 ** 3)
+          .default('64M')
+          .meta({
+            description:
+              'Largest size of the systemd journal (journald RuntimeMaxUse=). The journal is kept in memory (tmpfs), not on the data disk: the root is read-only, and a full data disk must not stop logging.',
+          }),
+      })
+      .prefault({})
+      .meta({ description: 'The systemd journal.' }),
     vm: z
       .strictObject({
         vcpus: z.number().int().min(1).max(256).default(2).meta({ description: 'Virtual CPUs.' }),

@@ -139,7 +139,7 @@ function systemdWord(s: string): string {
 }
 
 function docuumCommand(config: ApplianceConfig): string {
-  const args = ['/usr/bin/docuum', '--threshold', config.docuum.threshold];
+  const args = ['/usr/bin/docuum', '--threshold', config.budget.docuumThreshold];
   for (const keep of config.docuum.keep) args.push('--keep', keep);
   if (config.docuum.minAge) args.push('--min-age', config.docuum.minAge);
   args.push('--deletion-chunk-size', String(config.docuum.deletionChunkSize));
@@ -156,6 +156,11 @@ function daemonJson(config: ApplianceConfig): Record<string, unknown> {
     ...(config.docker.ipv6 ? { 'fixed-cidr-v6': config.docker.fixedCidrV6 } : {}),
     ip6tables: config.docker.ip6tables,
     'live-restore': true,
+    // BuildKit's own garbage collection keeps the build cache under its share of dataDisk.budget
+    // (MB is MiB in Docker's parser; read as decimal it is a little less, never more).
+    builder: {
+      gc: { enabled: true, defaultKeepStorage: `${config.budget.buildCacheKeepBytes / 1024 ** 2}MB` },
+    },
   };
 }
 
@@ -220,6 +225,12 @@ export function buildTree(config: ApplianceConfig, pins: HashPins = {}): Tree {
       { ...data, docuumCommand: docuumCommand(config) },
     ],
     ['usr/lib/systemd/system/gitlab-runner-config.service', 'overlay/gitlab-runner-config.service.ejs', data],
+    [
+      'usr/lib/systemd/system/appliance-volume-cleanup.service',
+      'overlay/appliance-volume-cleanup.service.ejs',
+      data,
+    ],
+    ['etc/systemd/journald.conf.d/50-appliance.conf', 'overlay/journald.conf.ejs', data],
     ['usr/share/appliance/gitlab-runner/config.toml.template', 'overlay/config.toml.template.ejs', data],
   ];
   if (config.ssh.authorizedKeys.length > 0)
