@@ -56,6 +56,7 @@ import {
   destroyVm,
   domainXml,
   filterGateway,
+  formatVmStatus,
   growVm,
   libvirtTree,
   nwfilterXml,
@@ -625,15 +626,14 @@ simple('grow', 'enlarge the data disk volume (never shrinks); a running guest gr
         : `${conn.pool}/${r.volume} grown from ${formatSize(r.beforeBytes)} to ${formatSize(r.afterBytes)}; ${r.online ? 'the running guest grows /data now' : 'the guest grows /data at its next boot'}`,
     );
   });
-simple('status', 'print the VM state')
-  .option('--json', 'print JSON')
+simple(
+  'status',
+  "print the VM's state, its health (the guest's own verdict, read through the guest agent) and since when",
+)
+  .option('--json', 'print JSON: uri, name, state, healthy, image (rootfs sha256), since, reasons, …')
   .action(async (o: { config?: string; connect: string; json?: boolean }) => {
-    const s = await vmStatus(...(await vmTarget(o)));
-    process.stdout.write(
-      o.json
-        ? `${JSON.stringify(s, null, 2)}\n`
-        : `${s.name} on ${s.uri}: ${s.defined ? s.state : 'not defined'}\n`,
-    );
+    const s = await vmStatus(...(await vmTarget(o)), { health: true });
+    process.stdout.write(o.json ? `${JSON.stringify(s, null, 2)}\n` : formatVmStatus(s));
   });
 simple('console', 'attach to the serial console (Ctrl-] leaves)').action(
   async (o: { config?: string; connect: string }) => {

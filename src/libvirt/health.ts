@@ -8,7 +8,7 @@
  */
 import { healthIntervalSeconds, healthStateFile } from '../guest/index.js';
 import { runCommand } from '../run/index.js';
-import type { Connection } from './vm.js';
+import type { Connection, VmStatus } from './vm.js';
 
 export interface Health {
   healthy: boolean;
@@ -210,4 +210,14 @@ export async function waitHealthy(
     if (left <= 0) return h;
     await new Promise((r) => setTimeout(r, Math.min(pollMs, left)));
   }
+}
+
+/** `vm status` for people: state, health and since when, the reasons, the image. */
+export function formatVmStatus(s: VmStatus): string {
+  if (!s.defined) return `${s.name} on ${s.uri}: not defined\n`;
+  const verdict = s.healthy ? 'healthy' : s.reachable === false ? 'health unknown' : 'not healthy';
+  const lines = [`${s.name} on ${s.uri}: ${s.state}, ${verdict}${s.since ? ` since ${s.since}` : ''}`];
+  if (!s.healthy && s.state === 'running') for (const r of s.reasons ?? []) lines.push(`  - ${r}`);
+  if (s.image) lines.push(`  image: rootfs sha256 ${s.image}`);
+  return `${lines.join('\n')}\n`;
 }

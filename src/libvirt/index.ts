@@ -1,4 +1,5 @@
 export {
+  formatVmStatus,
   type Health,
   readHealth,
   waitHealthy,

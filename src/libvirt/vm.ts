@@ -28,6 +28,7 @@ import {
 } from '../guest/index.js';
 import { info } from '../log.js';
 import { type RunResult, runCommand, runInteractive } from '../run/index.js';
+import { type Health, readHealth } from './health.js';
 import {
   domainFiles,
   domainXml,
@@ -307,13 +308,31 @@ export interface VmStatus {
   vcpus?: number;
   memoryKiB?: number;
   autostart?: boolean;
+  /** With `{ health: true }`: the guest's own verdict (health.ts); false whenever it is not running. */
+  healthy?: boolean;
+  reasons?: string[];
+  /** When the verdict last changed (guest clock), null when unknown. */
+  since?: string | null;
+  checked?: string;
+  reachable?: boolean;
+  detail?: string;
+  /** With `{ health: true }`: sha256 of the root filesystem the domain boots (its metadata), null when unknown. */
+  image?: string | null;
 }
 
-export async function vmStatus(config: ApplianceConfig, conn: Connection): Promise<VmStatus> {
+/** The VM's state; with `health`, also its health (read through the guest agent) and image. */
+export async function vmStatus(
+  config: ApplianceConfig,
+  conn: Connection,
+  o: { health?: boolean } = {},
+): Promise<VmStatus> {
   const r = await virsh(conn, ['dominfo', config.name], { allowFailure: true });
-  if (r.exitCode !== 0) return { name: config.name, uri: conn.uri, state: 'undefined', defined: false };
+  if (r.exitCode !== 0) {
+    const none = { name: config.name, uri: conn.uri, state: 'undefined', defined: false };
+    return o.health ? { ...none, ...healthFields(notRunning('the VM is not defined')), image: null } : none;
+  }
   const field = (n: string) => new RegExp(`^${n}:\\s*(.*)$`, 'm').exec(r.stdout)?.[1]?.trim();
-  return {
+  const s: VmStatus = {
     name: config.name,
     uri: conn.uri,
     state: field('State') ?? 'unknown',
@@ -321,6 +340,30 @@ export async function vmStatus(config: ApplianceConfig, conn: Connection): Promi
     vcpus: Number(field('CPU\\(s\\)')),
     memoryKiB: Number((field('Max memory') ?? '').split(' ')[0]),
     autostart: field('Autostart') === 'enable',
+  };
+  if (!o.health) return s;
+  const xml = await virsh(conn, ['dumpxml', config.name], { allowFailure: true });
+  const image =
+    xml.exitCode === 0
+      ? (recordedDigests(xml.stdout, `virsh dumpxml ${config.name} on ${conn.uri}`).rootfs ?? null)
+      : null;
+  const health =
+    s.state === 'running' ? await readHealth(conn, config.name) : notRunning(`the VM is ${s.state}`);
+  return { ...s, ...healthFields(health), image };
+}
+
+function notRunning(why: string): Health {
+  return { healthy: false, reasons: [why], reachable: false, detail: why };
+}
+
+function healthFields(h: Health): Partial<VmStatus> {
+  return {
+    healthy: h.healthy,
+    reasons: h.reasons,
+    since: h.since ?? null,
+    checked: h.checked,
+    reachable: h.reachable,
+    detail: h.detail,
   };
 }
 

@@ -10,6 +10,7 @@ import { parseAppliance } from '../../src/config/index.js';
 import { guestAgentChannel, healthStateFile } from '../../src/guest/index.js';
 import {
   explainAgentError,
+  formatVmStatus,
   healthFromState,
   parseAgentReply,
   parseHealthState,
@@ -224,4 +225,48 @@ cat "$dir/$cmd.out"
     expect(took).toBeGreaterThanOrEqual(3900);
     expect(took).toBeLessThan(15_000);
   }, 30_000);
+});
+
+describe('vm status for people', () => {
+  const base = { name: 'edge', uri: 'qemu:///system', defined: true };
+  it('says the state, the verdict and since when, the reasons when unhealthy, and the image', () => {
+    expect(
+      formatVmStatus({
+        ...base,
+        state: 'running',
+        healthy: true,
+        reasons: [],
+        since: '2026-12-01T10:00:00Z',
+        reachable: true,
+        image: 'ab'.repeat(32),
+      }),
+    ).toBe(
+      `edge on qemu:///system: running, healthy since 2026-12-01T10:00:00Z\n  image: rootfs sha256 ${'ab'.repeat(32)}\n`,
+    );
+    expect(
+      formatVmStatus({
+        ...base,
+        state: 'running',
+        healthy: false,
+        reasons: ['docker does not answer'],
+        since: '2026-12-01T10:05:00Z',
+        reachable: true,
+        image: null,
+      }),
+    ).toBe(
+      'edge on qemu:///system: running, not healthy since 2026-12-01T10:05:00Z\n  - docker does not answer\n',
+    );
+    expect(
+      formatVmStatus({
+        ...base,
+        state: 'shut off',
+        healthy: false,
+        reasons: ['the VM is shut off'],
+        reachable: false,
+      }),
+    ).toBe('edge on qemu:///system: shut off, health unknown\n');
+    expect(formatVmStatus({ ...base, defined: false, state: 'undefined' })).toBe(
+      'edge on qemu:///system: not defined\n',
+    );
+  });
 });
