@@ -1,0 +1,65 @@
+/**
+ * Shared set-up of the libvirt tier (the same steps libvirt.test.ts takes inline): a libvirtd
+ * and virtlogd that answer on qemu:///system (started here when none does, stopped again only
+ * if started here and no other domain is left on it), and /dev/kvm usable by libvirt's QEMU
+ * user, so that `virsh define` does not re-probe every QEMU binary (≈ 50 s each time).
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, chownSync, existsSync, readFileSync, statSync } from 'node:fs';
+import { processRunning } from '../helpers.js';
+
+export const systemUri = 'qemu:///system';
+
+export interface TierDaemons {
+  /** PIDs of the daemons started here. */
+  started: number[];
+  kvm?: { gid: number; mode: number };
+}
+
+const answers = () => spawnSync('virsh', ['-c', systemUri, 'version'], { timeout: 15_000 }).status === 0;
+
+export function startTier(): TierDaemons {
+  const t: TierDaemons = { started: [] };
+  if (existsSync('/dev/kvm')) {
+    const st = statSync('/dev/kvm');
+    const gid = /^kvm:[^:]*:(\d+):/m.exec(readFileSync('/etc/group', 'utf8'))?.[1];
+    if (gid !== undefined && !(st.gid === Number(gid) && (st.mode & 0o060) === 0o060)) {
+      t.kvm = { gid: st.gid, mode: st.mode & 0o7777 };
+      chownSync('/dev/kvm', st.uid, Number(gid));
+      chmodSync('/dev/kvm', 0o660);
+    }
+  }
+  if (answers()) return t;
+  for (const [daemon, pidfile] of [
+    ['virtlogd', '/run/virtlogd.pid'],
+    ['libvirtd', '/run/libvirtd.pid'],
+  ] as const) {
+    if (existsSync(pidfile) && processRunning(Number(readFileSync(pidfile, 'utf8').trim()))) continue;
+    execFileSync(daemon, ['-d']);
+    for (let i = 0; i < 50 && !existsSync(pidfile); i++) execFileSync('sleep', ['0.1']);
+    if (existsSync(pidfile)) t.started.push(Number(readFileSync(pidfile, 'utf8').trim()));
+  }
+  for (let i = 0; i < 50 && !answers(); i++) execFileSync('sleep', ['0.2']);
+  if (!answers()) throw new Error('libvirtd did not come up');
+  return t;
+}
+
+export function stopTier(t: TierDaemons): void {
+  const others = spawnSync('virsh', ['-q', '-c', systemUri, 'list', '--all', '--name'], {
+    encoding: 'utf8',
+    timeout: 30_000,
+  }).stdout?.trim();
+  // Another test's domains still live on this libvirtd: leave it (and virtlogd) running.
+  if (!others)
+    for (const pid of [...t.started].reverse()) {
+      try {
+        process.kill(pid, 'SIGTERM');
+      } catch {
+        // already gone
+      }
+    }
+  if (t.kvm && existsSync('/dev/kvm')) {
+    chownSync('/dev/kvm', 0, t.kvm.gid);
+    chmodSync('/dev/kvm', t.kvm.mode);
+  }
+}
