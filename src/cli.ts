@@ -55,11 +55,13 @@ import {
   defineVm,
   destroyVm,
   domainXml,
+  drainMarginSeconds,
   filterGateway,
   formatVmStatus,
   growVm,
   libvirtTree,
   nwfilterXml,
+  rollbackVm,
   startVm,
   stopVm,
   undefineVm,
@@ -474,9 +476,12 @@ const poolOption = () =>
   new Option('--pool <name>', 'storage pool for the images (a dir pool vm define creates)').default(
     defaultPool,
   );
-/** How long `vm stop --timeout` and `vm update --stop-timeout` wait for a clean shutdown. */
+/** How long `vm stop --timeout`, `vm update`/`vm rollback --stop-timeout` wait for a clean (drained) shutdown. */
 const stopTimeoutOption = (flag: string, help: string) =>
-  new Option(`${flag} <seconds>`, help).argParser(seconds(flag, 1)).default(120);
+  new Option(
+    `${flag} <seconds>`,
+    `${help} (default: runner.drainTimeout + ${drainMarginSeconds} s, the margin tripled under TCG)`,
+  ).argParser(seconds(flag, 1));
 
 /** Fail with exit 3 when libvirt does not answer at `uri`, so no state is read from a failed call. */
 async function requireConnection(uri: string): Promise<void> {
@@ -576,15 +581,19 @@ defineLike(
 defineLike(
   vm
     .command('update')
-    .description('swap kernel and rootfs for a new build, keep the data disk, restart if running'),
+    .description(
+      'boot a new kernel + rootfs, keeping the previous ones and the data disk: drain, switch, start, wait for health (vm.healthTimeout); not healthy: roll back and exit 1',
+    ),
 )
-  .addOption(stopTimeoutOption('--stop-timeout', 'how long to wait for a clean shutdown'))
-  .action(async (o: DefineFlags & { stopTimeout: number }) => {
+  .addOption(stopTimeoutOption('--stop-timeout', 'how long to wait for the drained shutdown before forcing'))
+  .action(async (o: DefineFlags & { stopTimeout?: number }) => {
     const config = loadAppliance(o.config);
     checkDefineFiles(config, o);
     await requireConnection(o.connect);
-    await updateVm(config, connection(o.connect, o.pool), defineOptions(o), o.stopTimeout);
-    info(`updated ${config.name} on ${o.connect}`);
+    const r = await updateVm(config, connection(o.connect, o.pool), defineOptions(o), {
+      stopTimeoutSeconds: o.stopTimeout,
+    });
+    if (r.changed) info(`updated ${config.name} on ${o.connect}`);
   });
 const simple = (name: string, description: string) =>
   vm.command(name).description(description).addOption(configOption()).addOption(connectOption());
@@ -597,11 +606,17 @@ async function vmTarget(o: { config?: string; connect: string; pool?: string }) 
 simple('start', 'start the VM').action(async (o: { config?: string; connect: string }) => {
   await startVm(...(await vmTarget(o)));
 });
-simple('stop', 'shut the VM down cleanly')
+simple('stop', 'shut the VM down cleanly: the runner drains (no new jobs, running ones finish) first')
   .addOption(stopTimeoutOption('--timeout', 'wait this long for the guest'))
   .option('--force', 'power it off when the timeout passes')
-  .action(async (o: { config?: string; connect: string; timeout: number; force?: boolean }) => {
-    await stopVm(...(await vmTarget(o)), o.timeout, o.force);
+  .action(async (o: { config?: string; connect: string; timeout?: number; force?: boolean }) => {
+    await stopVm(...(await vmTarget(o)), { timeoutSeconds: o.timeout, force: o.force });
+  });
+simple('rollback', 'boot the previous kept kernel + rootfs (drained stop, switch, start, wait for health)')
+  .addOption(poolOption())
+  .addOption(stopTimeoutOption('--stop-timeout', 'how long to wait for the drained shutdown before forcing'))
+  .action(async (o: { config?: string; connect: string; pool: string; stopTimeout?: number }) => {
+    await rollbackVm(...(await vmTarget(o)), { stopTimeoutSeconds: o.stopTimeout });
   });
 simple('destroy', 'power the VM off at once (the data disk is kept)').action(
   async (o: { config?: string; connect: string }) => {

@@ -202,6 +202,16 @@ export const applianceSchema = z
           .meta({
             description: 'systemd credential that carries the runner authentication token (glrt-…) at boot.',
           }),
+        drainTimeout: z
+          .number()
+          .int()
+          .min(10)
+          .max(7 * 24 * 3600)
+          .default(3600)
+          .meta({
+            description:
+              "Seconds a stopping runner gets to finish its running jobs (it takes no new ones) before they are killed: the unit's TimeoutStopSec, and how long `vm stop`/`vm update` wait (plus a margin) before forcing the VM off. Default 1 h, GitLab's default job timeout.",
+          }),
       })
       .prefault({})
       .meta({ description: 'GitLab Runner settings.' }),
@@ -336,6 +346,26 @@ export const applianceSchema = z
           .meta({
             description:
               "IPv4 address of the VM's DHCP/DNS server (the libvirt network's or the LAN's gateway), the one private address the isolation filter lets the VM reach. Unset: `vm define` reads it from the libvirt network, `libvirt domain`/`render` use libvirt's default network's 192.168.122.1; with `--bridge` it must be given (or `--gateway`).",
+          }),
+        healthTimeout: z
+          .number()
+          .int()
+          .min(10)
+          .max(24 * 3600)
+          .default(300)
+          .meta({
+            description:
+              '`vm update`: seconds the new image gets to report itself healthy before the VM is rolled back (tripled under TCG, as smoke timeouts are).',
+          }),
+        keepImages: z
+          .number()
+          .int()
+          .min(2)
+          .max(20)
+          .default(3)
+          .meta({
+            description:
+              'Kernel + root filesystem pairs `vm update` keeps on the libvirt host (the running one included), so `vm rollback` has a previous image to go back to; older pairs are deleted.',
           }),
       })
       .prefault({})

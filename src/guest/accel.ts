@@ -109,3 +109,11 @@ export async function chooseAccelerator(
   info(why[probe.result]);
   return probe.result === 'works' ? 'kvm' : 'tcg';
 }
+
+/**
+ * How much longer the guest takes under an accelerator than under KVM: timeouts written for KVM
+ * (smoke checks, `vm.healthTimeout`) are multiplied by this.
+ */
+export function accelTimeoutScale(accel: Accel): number {
+  return accel === 'kvm' ? 1 : 3;
+}

@@ -20,6 +20,9 @@ export function imageVolumes(name: string) {
     rootfs: `${name}-rootfs`,
     data: `${name}-data`,
     credential: (credential: string) => `${name}-credential-${credential}`,
+    /** The volume `vm update` uploads an image to: named by its content, so kept pairs never collide. */
+    byDigest: (kind: 'kernel' | 'initrd' | 'rootfs', sha256: string) =>
+      `${name}-${kind}-${sha256.slice(0, 16)}`,
   };
 }
 

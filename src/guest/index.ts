@@ -8,6 +8,7 @@ export {
   type AccelChoice,
   acceleratorChoices,
   accelerators,
+  accelTimeoutScale,
   chooseAccelerator,
   type KvmProbe,
   kvmDeviceUsable,

@@ -4,7 +4,21 @@ export {
   readHealth,
   waitHealthy,
 } from './health.js';
+export {
+  type ImagePair,
+  keptPairs,
+  pairLabel,
+  unusedImageVolumes,
+} from './pairs.js';
 export { libvirtTree } from './tree.js';
+export {
+  drainMarginSeconds,
+  rollbackVm,
+  type StopOptions,
+  stopVm,
+  type UpdateResult,
+  updateVm,
+} from './update.js';
 export {
   type Connection,
   connection,
@@ -16,9 +30,7 @@ export {
   type GrowResult,
   growVm,
   startVm,
-  stopVm,
   undefineVm,
-  updateVm,
   type VmStatus,
   vmStatus,
 } from './vm.js';
@@ -38,4 +50,6 @@ export {
   nwfilterXml,
   parseLibvirtXml,
   recordedDigests,
+  recordedPairs,
+  switchImages,
 } from './xml.js';

@@ -29,8 +29,8 @@ import {
 import { info } from '../log.js';
 import { type RunResult, runCommand, runInteractive } from '../run/index.js';
 import { type Health, readHealth } from './health.js';
+import { type ImagePair, unusedImageVolumes } from './pairs.js';
 import {
-  domainFiles,
   domainXml,
   filterGateway,
   filterName,
@@ -53,7 +53,7 @@ export function connection(uri = defaultConnectUri, pool = defaultPool): Connect
   return { uri, pool, poolPath: poolPath(pool) };
 }
 
-async function virsh(
+export async function virsh(
   conn: Connection,
   args: string[],
   options: { allowFailure?: boolean; purpose?: string; timeoutMs?: number } = {},
@@ -83,15 +83,15 @@ export async function ensurePool(conn: Connection): Promise<void> {
     await virsh(conn, ['pool-start', conn.pool], { allowFailure: true });
 }
 
-async function volumeExists(conn: Connection, name: string): Promise<boolean> {
+export async function volumeExists(conn: Connection, name: string): Promise<boolean> {
   return (await virsh(conn, ['vol-info', '--pool', conn.pool, name], { allowFailure: true })).exitCode === 0;
 }
 
-async function volumePath(conn: Connection, name: string): Promise<string> {
+export async function volumePath(conn: Connection, name: string): Promise<string> {
   return (await virsh(conn, ['vol-path', '--pool', conn.pool, name])).stdout.trim();
 }
 
-async function uploadVolume(
+export async function uploadVolume(
   conn: Connection,
   name: string,
   file: string,
@@ -149,7 +149,7 @@ export interface DefineOptions {
   cmdline?: string[];
 }
 
-function isLocal(conn: Connection): boolean {
+export function isLocal(conn: Connection): boolean {
   return /^qemu:\/\/\/(system|session)$/.test(conn.uri);
 }
 
@@ -180,7 +180,7 @@ async function networkGateway(conn: Connection, network: string): Promise<string
   return address;
 }
 
-async function defineXml(conn: Connection, kind: 'domain' | 'nwfilter', xml: string): Promise<void> {
+export async function defineXml(conn: Connection, kind: 'domain' | 'nwfilter', xml: string): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'appliance-xml-'));
   try {
     const file = join(dir, `${kind}.xml`);
@@ -193,8 +193,17 @@ async function defineXml(conn: Connection, kind: 'domain' | 'nwfilter', xml: str
   }
 }
 
-/** Install the filter, the images and the domain. Returns the domain XML that was defined. */
-export async function defineVm(config: ApplianceConfig, conn: Connection, o: DefineOptions): Promise<string> {
+/**
+ * Install the filter, the images and the domain. Returns the domain XML that was defined. With
+ * `boot` (vm update), the images are volumes already in the pool: the domain boots `boot.pair`
+ * and its metadata records `boot.pairs`, the pairs kept.
+ */
+export async function defineVm(
+  config: ApplianceConfig,
+  conn: Connection,
+  o: DefineOptions,
+  boot?: { pair: ImagePair; pairs: ImagePair[] },
+): Promise<string> {
   const kernel = requireFile('--kernel', o.kernel);
   const rootfs = requireFile('--rootfs', o.rootfs);
   requireKernelArch(kernel, config.arch, 'arch in appliance.yaml');
@@ -217,24 +226,35 @@ export async function defineVm(config: ApplianceConfig, conn: Connection, o: Def
       : {};
   const running = existing.exitCode === 0 && (await vmStatus(config, conn)).state === 'running';
   const digests: ImageDigests = {};
-  const kernelVolume = await imageVolume(conn, volumes.kernel, kernel, recorded.kernel, running);
-  digests.kernel = kernelVolume.sha256;
-  const kernelPath = kernelVolume.path;
+  let kernelPath: string;
   let initrdPath: string | undefined;
-  if (o.initrd) {
-    const v = await imageVolume(
-      conn,
-      volumes.initrd,
-      requireFile('--initrd', o.initrd),
-      recorded.initrd,
-      running,
-    );
-    digests.initrd = v.sha256;
-    initrdPath = v.path;
+  let rootfsPath: string;
+  if (boot) {
+    kernelPath = await volumePath(conn, boot.pair.kernel.volume);
+    rootfsPath = await volumePath(conn, boot.pair.rootfs.volume);
+    if (boot.pair.initrd) initrdPath = await volumePath(conn, boot.pair.initrd.volume);
+    digests.kernel = boot.pair.kernel.sha256;
+    digests.initrd = boot.pair.initrd?.sha256;
+    digests.rootfs = boot.pair.rootfs.sha256;
+  } else {
+    const kernelVolume = await imageVolume(conn, volumes.kernel, kernel, recorded.kernel, running);
+    digests.kernel = kernelVolume.sha256;
+    kernelPath = kernelVolume.path;
+    if (o.initrd) {
+      const v = await imageVolume(
+        conn,
+        volumes.initrd,
+        requireFile('--initrd', o.initrd),
+        recorded.initrd,
+        running,
+      );
+      digests.initrd = v.sha256;
+      initrdPath = v.path;
+    }
+    const rootfsVolume = await imageVolume(conn, volumes.rootfs, rootfs, recorded.rootfs, running);
+    digests.rootfs = rootfsVolume.sha256;
+    rootfsPath = rootfsVolume.path;
   }
-  const rootfsVolume = await imageVolume(conn, volumes.rootfs, rootfs, recorded.rootfs, running);
-  digests.rootfs = rootfsVolume.sha256;
-  const rootfsPath = rootfsVolume.path;
   const dataName = volumes.data;
   let dataPath: string;
   if (await volumeExists(conn, dataName)) {
@@ -283,6 +303,7 @@ export async function defineVm(config: ApplianceConfig, conn: Connection, o: Def
     network: o.bridge ? { type: 'bridge', name: o.bridge } : { type: 'network', name: o.network },
     gateway,
     digests,
+    pairs: boot?.pairs,
     serialLog: libvirtSerialLog(config.name),
     cmdline: o.cmdline,
   });
@@ -367,7 +388,7 @@ function healthFields(h: Health): Partial<VmStatus> {
   };
 }
 
-async function requireDefined(config: ApplianceConfig, conn: Connection): Promise<VmStatus> {
+export async function requireDefined(config: ApplianceConfig, conn: Connection): Promise<VmStatus> {
   const s = await vmStatus(config, conn);
   if (!s.defined)
     throw new ApplianceError(`no VM named ${config.name} on ${conn.uri}`, {
@@ -380,30 +401,6 @@ export async function startVm(config: ApplianceConfig, conn: Connection): Promis
   const s = await requireDefined(config, conn);
   if (s.state === 'running') return info(`${config.name} is already running`);
   await virsh(conn, ['start', config.name], { purpose: `starting ${config.name}` });
-}
-
-/** Ask the guest to shut down; wait up to `timeoutSeconds`; with `force`, then power it off. */
-export async function stopVm(
-  config: ApplianceConfig,
-  conn: Connection,
-  timeoutSeconds = 120,
-  force = false,
-): Promise<void> {
-  const s = await requireDefined(config, conn);
-  if (s.state === 'shut off') return info(`${config.name} is not running`);
-  await virsh(conn, ['shutdown', config.name]);
-  const deadline = Date.now() + timeoutSeconds * 1000;
-  while (Date.now() < deadline) {
-    if ((await vmStatus(config, conn)).state === 'shut off') return;
-    await new Promise((r) => setTimeout(r, 1000));
-  }
-  if (!force) {
-    throw new ApplianceError(`${config.name} did not shut down within ${timeoutSeconds} s`, {
-      hint: "use 'appliance vm destroy' to power it off",
-      exitCode: ExitCode.hostProblem,
-    });
-  }
-  await destroyVm(config, conn);
 }
 
 export async function destroyVm(config: ApplianceConfig, conn: Connection): Promise<void> {
@@ -435,33 +432,21 @@ export async function undefineVm(
   if (deleteImages) await deleteUnusedImages(config, conn, []);
 }
 
-/** Delete the appliance's kernel, initrd and rootfs volumes (and those of the old `-<sha16>` naming) not in `keep`. */
-async function deleteUnusedImages(config: ApplianceConfig, conn: Connection, keep: string[]): Promise<void> {
-  const list = await virsh(conn, ['vol-list', '--pool', conn.pool], { allowFailure: true });
-  const v = imageVolumes(config.name);
-  for (const line of list.stdout.split('\n')) {
-    const [name, path] = line.trim().split(/\s+/);
-    if (!name || !path || keep.includes(path)) continue;
-    if ([v.kernel, v.initrd, v.rootfs].some((image) => name === image || name.startsWith(`${image}-`))) {
-      await virsh(conn, ['vol-delete', '--pool', conn.pool, name]);
-    }
-  }
-}
-
-/** Swap kernel and root filesystem for a new build, keep the data disk, restart if it was running. */
-export async function updateVm(
+/** Delete the appliance's kernel, initrd and rootfs volumes (any naming) that no pair in `keep` names. */
+export async function deleteUnusedImages(
   config: ApplianceConfig,
   conn: Connection,
-  o: DefineOptions,
-  stopTimeoutSeconds = 120,
-): Promise<string> {
-  const before = await requireDefined(config, conn);
-  const wasRunning = before.state === 'running';
-  if (wasRunning) await stopVm(config, conn, stopTimeoutSeconds, true);
-  const xml = await defineVm(config, conn, { ...o, dataDisk: undefined });
-  await deleteUnusedImages(config, conn, domainFiles(xml));
-  if (wasRunning) await startVm(config, conn);
-  return xml;
+  keep: ImagePair[],
+): Promise<string[]> {
+  const list = await virsh(conn, ['vol-list', '--pool', conn.pool], { allowFailure: true });
+  const names = list.stdout
+    .split('\n')
+    .map((line) => line.trim().split(/\s+/)[0] ?? '')
+    .filter((name) => name !== '');
+  const unused = unusedImageVolumes(config.name, names, keep);
+  for (const name of unused)
+    await virsh(conn, ['vol-delete', '--pool', conn.pool, name], { allowFailure: true });
+  return unused;
 }
 
 export async function consoleVm(config: ApplianceConfig, conn: Connection): Promise<number> {

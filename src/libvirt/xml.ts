@@ -23,6 +23,8 @@ export interface DomainOptions {
   gateway?: string;
   /** sha256 of the image files behind kernel/initrd/rootfs, recorded in the domain's metadata. */
   digests?: ImageDigests;
+  /** The image pairs `vm update` keeps, newest first (the booted one among them), recorded in the metadata. */
+  pairs?: ImagePair[];
   serialLog: string;
   /** Extra kernel command-line words. */
   cmdline?: string[];
@@ -33,6 +35,21 @@ export interface ImageDigests {
   initrd?: string;
   rootfs?: string;
 }
+
+/** One image file of a kept pair: its sha256 and the pool volume holding it. */
+export interface ImageRef {
+  sha256: string;
+  volume: string;
+}
+
+/** A kernel + root filesystem (+ initrd) that `vm update` keeps, so `vm rollback` can boot it again. */
+export interface ImagePair {
+  kernel: ImageRef;
+  rootfs: ImageRef;
+  initrd?: ImageRef;
+}
+
+const pairKinds = ['kernel', 'rootfs', 'initrd'] as const;
 
 /** Namespace of the domain metadata in which `vm define` records what it uploaded. */
 export const metadataNamespace = 'urn:runner-appliance:images:1';
@@ -109,6 +126,144 @@ export function recordedDigests(xml: string, what = 'the domain XML'): ImageDige
     }
   }
   return out;
+}
+
+/**
+ * The kept image pairs recorded by `vm update` (`<appliance:pair kernel=… kernelVolume=… …/>`,
+ * newest first), or [] when none are. Entries that are incomplete or malformed are skipped.
+ */
+export function recordedPairs(xml: string, what = 'the domain XML'): ImagePair[] {
+  const domain = parseLibvirtXml(xml, 'domain', what);
+  const pairs: ImagePair[] = [];
+  for (const metadata of elements(domain, named('metadata')))
+    for (const n of elements(
+      metadata,
+      (el) => el.namespaceURI === metadataNamespace && el.localName === 'pair',
+      true,
+    )) {
+      const el = elementOf(n);
+      const ref = (kind: (typeof pairKinds)[number]): ImageRef | undefined => {
+        const sha256 = el?.getAttribute(kind)?.trim();
+        const volume = el?.getAttribute(`${kind}Volume`)?.trim();
+        return sha256 && /^[0-9a-f]{64}$/.test(sha256) && volume && /^[A-Za-z0-9_.-]+$/.test(volume)
+          ? { sha256, volume }
+          : undefined;
+      };
+      const kernel = ref('kernel');
+      const rootfs = ref('rootfs');
+      if (!kernel || !rootfs) continue;
+      const initrd = ref('initrd');
+      pairs.push(initrd ? { kernel, rootfs, initrd } : { kernel, rootfs });
+    }
+  return pairs;
+}
+
+/** The DOM of a parsed document, as far as switchImages edits it. */
+interface DomNode {
+  readonly localName: string | null;
+  readonly namespaceURI: string | null;
+  readonly childNodes: ArrayLike<DomNode>;
+  readonly ownerDocument: {
+    createElement(name: string): DomNode;
+    createElementNS(ns: string, name: string): DomNode;
+  };
+  nextSibling: DomNode | null;
+  textContent: string | null;
+  getAttribute(name: string): string | null;
+  setAttribute(name: string, value: string): void;
+  appendChild(child: DomNode): DomNode;
+  insertBefore(child: DomNode, before: DomNode | null): DomNode;
+  removeChild(child: DomNode): DomNode;
+}
+const children = (n: DomNode, name: string, ns: string | null = null) =>
+  Array.from(n.childNodes).filter((c) => c.localName === name && c.namespaceURI === ns);
+
+/**
+ * The domain XML (`virsh dumpxml --inactive`) switched to other images: kernel, initrd and the
+ * root filesystem disk (target vda) point at `paths`, the metadata records `digests` and `pairs`.
+ * Everything else (MAC address, data disk, credentials, network, filter) stays as it is: the
+ * data disk is never touched by a switch.
+ */
+export function switchImages(
+  xml: string,
+  paths: { kernel: string; initrd?: string; rootfs: string },
+  digests: ImageDigests,
+  pairs: ImagePair[],
+  what = 'the domain XML',
+): string {
+  for (const [kind, path] of Object.entries(paths)) if (path !== undefined) checkPath(kind, path);
+  const doc = parseLibvirtXml(xml, 'domain', what);
+  const domain = doc.node as unknown as DomNode;
+  const os = children(domain, 'os')[0];
+  const kernel = os && children(os, 'kernel')[0];
+  const rootfs = children(domain, 'devices')
+    .flatMap((d) => children(d, 'disk'))
+    .find((d) => children(d, 'target').some((t) => t.getAttribute('dev') === 'vda'));
+  const rootfsSource = rootfs && children(rootfs, 'source')[0];
+  if (!os || !kernel || !rootfsSource)
+    throw new ApplianceError(`${what} has no kernel or no root filesystem disk (vda) to switch`, {
+      exitCode: ExitCode.hostProblem,
+      hint: "redefine the VM with 'appliance vm define'",
+    });
+  kernel.textContent = paths.kernel;
+  rootfsSource.setAttribute('file', paths.rootfs);
+  let initrd = children(os, 'initrd')[0];
+  if (paths.initrd === undefined && initrd) os.removeChild(initrd);
+  else if (paths.initrd !== undefined) {
+    if (!initrd) {
+      initrd = os.ownerDocument.createElement('initrd');
+      os.insertBefore(initrd, kernel.nextSibling);
+    }
+    initrd.textContent = paths.initrd;
+  }
+  // The metadata: ours replaced, anybody else's kept.
+  let metadata = children(domain, 'metadata')[0];
+  if (!metadata) {
+    metadata = os.ownerDocument.createElement('metadata');
+    domain.insertBefore(metadata, os);
+  }
+  for (const old of children(metadata, 'images', metadataNamespace)) metadata.removeChild(old);
+  const fresh = create().ele('x').ele('appliance:images', { 'xmlns:appliance': metadataNamespace });
+  writeImageMetadata(fresh, digests, pairs);
+  const images = os.ownerDocument.createElementNS(metadataNamespace, 'appliance:images');
+  for (const c of Array.from((fresh.node as unknown as DomNode).childNodes)) {
+    const el = os.ownerDocument.createElementNS(metadataNamespace, `appliance:${c.localName}`);
+    for (const attr of [
+      'kernel',
+      'kernelVolume',
+      'rootfs',
+      'rootfsVolume',
+      'initrd',
+      'initrdVolume',
+      'sha256',
+    ]) {
+      const v = c.getAttribute(attr);
+      if (v !== null) el.setAttribute(attr, v);
+    }
+    images.appendChild(el);
+  }
+  metadata.appendChild(images);
+  return `${doc.end({ prettyPrint: true, headless: true })}\n`;
+}
+
+/** Our metadata's children: the booted images' digests, then the kept pairs. */
+function writeImageMetadata(images: XMLBuilder, digests: ImageDigests, pairs: ImagePair[]): void {
+  for (const [kind, sha256] of Object.entries(digests).filter(([, v]) => v)) {
+    if (!/^[0-9a-f]{64}$/.test(sha256)) throw new ApplianceError(`${kind} digest ${sha256} is not a sha256`);
+    images.ele(`appliance:${kind}`, { sha256 });
+  }
+  for (const pair of pairs) {
+    const attrs: Record<string, string> = {};
+    for (const kind of pairKinds) {
+      const ref = pair[kind];
+      if (!ref) continue;
+      if (!/^[0-9a-f]{64}$/.test(ref.sha256) || !/^[A-Za-z0-9_.-]+$/.test(ref.volume))
+        throw new ApplianceError(`${kind} ${ref.volume} (${ref.sha256}) is not a valid image pair entry`);
+      attrs[kind] = ref.sha256;
+      attrs[`${kind}Volume`] = ref.volume;
+    }
+    images.ele('appliance:pair', attrs);
+  }
 }
 
 /** The IPv4 address of a libvirt network (its first IPv4 `<ip address=…>`), from `net-dumpxml`. */
@@ -237,13 +392,9 @@ export function domainXml(config: ApplianceConfig, o: DomainOptions): string {
   dom.ele('uuid').txt(domainUuid(config.name));
   dom.ele('description').txt(`${config.name}: GitLab Runner with Docker (runner-appliance)`);
   const digests = Object.entries(o.digests ?? {}).filter(([, v]) => v);
-  if (digests.length > 0) {
+  if (digests.length > 0 || (o.pairs ?? []).length > 0) {
     const images = dom.ele('metadata').ele('appliance:images', { 'xmlns:appliance': metadataNamespace });
-    for (const [kind, sha256] of digests) {
-      if (!/^[0-9a-f]{64}$/.test(sha256))
-        throw new ApplianceError(`${kind} digest ${sha256} is not a sha256`);
-      images.ele(`appliance:${kind}`, { sha256 });
-    }
+    writeImageMetadata(images, o.digests ?? {}, o.pairs ?? []);
   }
   dom.ele('memory', { unit: 'KiB' }).txt(String(kib));
   dom.ele('currentMemory', { unit: 'KiB' }).txt(String(kib));

@@ -11,6 +11,7 @@ import { ApplianceError, ExitCode } from '../errors.js';
 import { inputFile } from '../fsguard.js';
 import {
   type AccelChoice,
+  accelTimeoutScale,
   guestMachine,
   kernelImageArch,
   memoryMiB,
@@ -119,7 +120,7 @@ export async function runSmoke(config: ApplianceConfig, o: SmokeOptions): Promis
     const execute = (command: string, timeoutMs: number, stdin?: Buffer) =>
       exec(client, command, timeoutMs, stdin);
     const context = { config, imageTar: prepared.imageTar, noImageReason: prepared.noImageReason };
-    const timeoutScale = accel === 'kvm' ? 1 : 3;
+    const timeoutScale = accelTimeoutScale(accel);
     const runs = await runChecks([...builtinChecks, ...configChecks(config)], execute, context, {
       deadline,
       timeoutScale,
