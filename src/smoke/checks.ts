@@ -40,11 +40,40 @@ export interface SmokeCheck {
 }
 
 /**
- * A guest shell snippet that returns once `unit`'s start job of this boot has finished (at once
- * when it has none), without starting anything: a transient unit ordered after it.
+ * A guest shell snippet that returns once the start job `unit` has when it runs has finished (at
+ * once when it has none), without starting anything: it polls the unit's job over systemd's
+ * private socket, which costs a fraction of a transient unit ordered after it under TCG. It ends on
+ * a new job id too: a socket with a waiting client queues the next start job as soon as one
+ * fails. The runner's timeout bounds the loop.
  */
 export function afterUnit(unit: string): string {
-  return `systemd-run --wait --quiet --collect -p After=${unit} true`;
+  const job = `systemctl show -p Job --value ${unit}`;
+  return `j=$(${job}); while [ -n "$j" ] && [ "$(${job})" = "$j" ]; do sleep 0.5; done`;
+}
+
+/**
+ * A guest shell snippet for a Docker command started when SSH answers, before Docker is up:
+ * docker.socket holds the request until the daemon answers, so the CLI is loaded and the request
+ * on its way when Docker comes up. Meanwhile it waits for docker.service's start job: when that
+ * leaves the service not active the request is abandoned (a socket may hold it forever) and the
+ * snippet exits 3 with "docker.service is <state>" on stderr; when the early request failed (no
+ * socket listening yet) it is made again.
+ */
+function whenDockerAnswers(command: string): string {
+  return [
+    `${command} 2>/dev/null & early=$!`,
+    afterUnit('docker.service'),
+    's=$(systemctl is-active docker.service)',
+    'if [ "$s" != active ]; then kill $early 2>/dev/null; echo "docker.service is $s" >&2; exit 3; fi',
+    `wait $early || ${command} || exit`,
+  ].join('\n');
+}
+
+/** The judge's view of whenDockerAnswers's exit 3: Docker did not come up, so the check is skipped. */
+function dockerDown(r: ExecResult): { skip: string } | undefined {
+  return r.code === 3 && r.stderr.startsWith('docker.service is ')
+    ? { skip: `needs docker.active, which failed (${firstLine(r.stderr)})` }
+    : undefined;
 }
 
 const firstLine = (text: string) => text.trim().split('\n')[0] ?? '';
@@ -122,8 +151,9 @@ export const builtinChecks: readonly SmokeCheck[] = [
     judge: (r) => (r.stdout.trim() === 'active' ? undefined : `docker.service is ${r.stdout.trim()}`),
   },
   {
+    // Asked when SSH answers (see whenDockerAnswers); fails, not skipped, when Docker is down.
     name: 'docker.info',
-    command: `${afterUnit('docker.service')}; s=$(systemctl is-active docker.service); [ "$s" = active ] || { echo "docker.service is $s" >&2; exit 3; }; docker info --format '{{.Driver}} {{.CgroupVersion}}'`,
+    command: whenDockerAnswers("docker info --format '{{.Driver}} {{.CgroupVersion}}'"),
     timeout: 'deadline',
     judge: (r) => {
       if (r.code !== 0) return `docker info failed: ${firstLine(r.stderr)}`;
@@ -133,28 +163,21 @@ export const builtinChecks: readonly SmokeCheck[] = [
     },
   },
   {
-    // Starts when SSH answers: a first `docker import` waits on docker.socket (socket activation
-    // holds the request until the daemon is up), so the CLI is loaded and the image on its way
-    // when Docker comes up; where no socket listens yet it fails at once and is repeated once
-    // docker.service is active. Skipped, like a check that depends on docker.active, when
-    // docker.service did not become active. No --rm: the VM is stopped right after, and its data
+    // Starts when SSH answers: the import is on its way when Docker comes up (whenDockerAnswers),
+    // and the container runs right after it. No --rm: the VM is stopped right after, and its data
     // disk is a throwaway or an overlay.
     name: 'docker.run-imported-image',
     command: [
       'image=$(mktemp) && cat >"$image"',
-      'docker import "$image" appliance-smoke:local >/dev/null 2>&1 & early=$!',
-      afterUnit('docker.service'),
-      'if ! systemctl is-active --quiet docker.service; then kill $early 2>/dev/null; echo "docker.service is $(systemctl is-active docker.service)" >&2; exit 3; fi',
-      'wait $early || docker import "$image" appliance-smoke:local >/dev/null || exit',
+      whenDockerAnswers('docker import "$image" appliance-smoke:local >/dev/null'),
       'rm -f "$image"',
       'docker run --network none appliance-smoke:local /bin/busybox echo smoke-ok',
     ].join('\n'),
-    // It waits for docker.service as docker.active does.
     timeout: 'deadline',
     stdin: (ctx) => ctx.imageTar ?? { skip: ctx.noImageReason ?? 'no test image' },
     judge: (r) => {
-      if (r.code === 3 && r.stderr.startsWith('docker.service is '))
-        return { skip: `needs docker.active, which failed (${firstLine(r.stderr)})` };
+      const down = dockerDown(r);
+      if (down) return down;
       return r.code === 0 && r.stdout.includes('smoke-ok')
         ? undefined
         : `the container did not run (exit ${r.code}): ${r.stderr.trim().split('\n').pop() ?? ''}`;
