@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { libvirtSerialLog } from '../../src/guest/index.js';
 import { commandExists, execAsync, repoRoot, runCliAsync, skipReason, tempDir } from '../helpers.js';
-import { startTier, stopTier, type TierDaemons, systemUri as uri } from './tier.js';
+import { removeTierObjects, startTier, stopTier, type TierDaemons, systemUri as uri } from './tier.js';
 
 const tag = `rahealth${process.pid}`;
 const pool = `${tag}-pool`;
@@ -113,18 +113,7 @@ describe.skipIf(skip)('libvirt tier: health through the guest agent', () => {
 
   afterAll(() => {
     if (seen.length) process.stderr.write(`\n[health tier] readings:\n${seen.join('\n')}\n`);
-    virsh(['destroy', name], true);
-    virsh(['undefine', name], true);
-    virsh(['nwfilter-undefine', `${name}-isolate`], true);
-    for (const vol of virsh(['vol-list', '--pool', pool], true).split('\n')) {
-      const v = vol.trim().split(/\s+/)[0];
-      if (v) virsh(['vol-delete', '--pool', pool, v], true);
-    }
-    virsh(['pool-destroy', pool], true);
-    virsh(['pool-delete', pool], true);
-    virsh(['pool-undefine', pool], true);
-    virsh(['net-destroy', network], true);
-    virsh(['net-undefine', network], true);
+    removeTierObjects({ domains: [name], pool, network });
     if (daemons) stopTier(daemons);
   });
 

@@ -63,3 +63,21 @@ export function stopTier(t: TierDaemons): void {
     chmodSync('/dev/kvm', t.kvm.mode);
   }
 }
+
+/** Remove what a test defined: its domains (and their filters), every volume of its pool, the pool, its network. */
+export function removeTierObjects(o: { domains: string[]; pool: string; network: string }): void {
+  const virsh = (args: string[]) =>
+    spawnSync('virsh', ['-q', '-c', systemUri, ...args], { encoding: 'utf8', timeout: 120_000 }).stdout ?? '';
+  for (const name of o.domains) {
+    virsh(['destroy', name]);
+    virsh(['undefine', name]);
+    virsh(['nwfilter-undefine', `${name}-isolate`]);
+  }
+  for (const vol of virsh(['vol-list', '--pool', o.pool]).split('\n')) {
+    const name = vol.trim().split(/\s+/)[0];
+    if (name) virsh(['vol-delete', '--pool', o.pool, name]);
+  }
+  for (const step of ['pool-destroy', 'pool-delete', 'pool-undefine']) virsh([step, o.pool]);
+  virsh(['net-destroy', o.network]);
+  virsh(['net-undefine', o.network]);
+}
