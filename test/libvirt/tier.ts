@@ -5,8 +5,17 @@
  * user, so that `virsh define` does not re-probe every QEMU binary (≈ 50 s each time).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, readFileSync, statSync } from 'node:fs';
-import { processRunning } from '../helpers.js';
+import {
+  chmodSync,
+  chownSync,
+  copyFileSync,
+  existsSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import { commandExists, execAsync, processRunning, repoRoot } from '../helpers.js';
 
 export const systemUri = 'qemu:///system';
 
@@ -80,4 +89,87 @@ export function removeTierObjects(o: { domains: string[]; pool: string; network:
   for (const step of ['pool-destroy', 'pool-delete', 'pool-undefine']) virsh([step, o.pool]);
   virsh(['net-destroy', o.network]);
   virsh(['net-undefine', o.network]);
+}
+
+/** virsh on the system URI; throws with virsh's message unless `allowFailure`. */
+export function tierVirsh(args: string[], allowFailure = false): string {
+  const r = spawnSync('virsh', ['-q', '-c', systemUri, ...args], { encoding: 'utf8', timeout: 120_000 });
+  if (r.status !== 0 && !allowFailure) throw new Error(`virsh ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout ?? '';
+}
+
+/** Why the stand-in tiers (a stand-in image booted through libvirt) cannot run here, or undefined. */
+export function standinTierMissing(): string | undefined {
+  if (process.getuid?.() !== 0) return 'needs root (debootstrap for the stand-in, libvirt system daemon)';
+  const tools = [
+    'virsh',
+    'libvirtd',
+    'virtlogd',
+    'qemu-system-x86_64',
+    'dnsmasq',
+    'debootstrap',
+    'mksquashfs',
+    'ssh',
+  ];
+  const absent = tools.filter((t) => !commandExists(t));
+  if (absent.length > 0) return `missing ${absent.join(', ')}`;
+  if (process.arch !== 'x64') return 'the stand-in image is x86_64 only';
+  return undefined;
+}
+
+/** A libvirt network without <forward> (it never reaches the host's LAN) on `subnet`.0/24, gateway .1. */
+export function defineIsolatedNetwork(network: string, bridge: string, subnet: string, dir: string): void {
+  const netXml = join(dir, `${network}.xml`);
+  writeFileSync(
+    netXml,
+    `<network><name>${network}</name><bridge name="${bridge}" stp="on" delay="0"/>` +
+      `<ip address="${subnet}.1" netmask="255.255.255.0"><dhcp><range start="${subnet}.10" end="${subnet}.50"/></dhcp></ip></network>`,
+  );
+  tierVirsh(['net-define', netXml]);
+  tierVirsh(['net-start', network]);
+}
+
+/** Run `command` in the guest `domain` over SSH as root with `key`, at its DHCP lease address. */
+export function guestSsh(
+  domain: string,
+  key: string,
+  command: string,
+): { status: number | null; stdout: string; stderr: string } {
+  const ip = /(\d+\.\d+\.\d+\.\d+)\/\d+/.exec(
+    tierVirsh(['domifaddr', domain, '--source', 'lease'], true),
+  )?.[1];
+  if (!ip) return { status: 255, stdout: '', stderr: 'no DHCP lease yet' };
+  return spawnSync(
+    'ssh',
+    [
+      '-i',
+      key,
+      '-o',
+      'BatchMode=yes',
+      '-o',
+      'StrictHostKeyChecking=no',
+      '-o',
+      'UserKnownHostsFile=/dev/null',
+      '-o',
+      'ConnectTimeout=15',
+      `root@${ip}`,
+      command,
+    ],
+    { encoding: 'utf8', timeout: 90_000 },
+  );
+}
+
+/**
+ * The stand-in image (test/fixtures/standin/build-standin.sh, cached), copied into `dir`: the
+ * stand-in cache keeps only its newest images, and other tests may build others meanwhile.
+ */
+export async function standinImages(dir: string): Promise<{ kernel: string; rootfs: string }> {
+  const out = await execAsync('bash', [join(repoRoot, 'test/fixtures/standin/build-standin.sh')], {
+    env: { ...process.env, PATH: `${process.env.PATH}:/usr/sbin:/sbin` },
+  });
+  const built = JSON.parse(out.trim().split('\n').pop() ?? '{}') as { kernel: string; rootfs: string };
+  const images = { kernel: join(dir, 'bzImage'), rootfs: join(dir, 'rootfs.squashfs') };
+  copyFileSync(built.kernel, images.kernel);
+  copyFileSync(built.rootfs, images.rootfs);
+  return images;
 }

@@ -11,14 +11,25 @@
  * - `vm rollback` on demand switches to the previous kept pair (A), keepImages pairs kept.
  * Everything defined here is removed.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { imageVolumes, libvirtSerialLog } from '../../src/guest/index.js';
 import { keptPairs, recordedDigests } from '../../src/libvirt/index.js';
-import { commandExists, execAsync, repoRoot, runCliAsync, skipReason, tempDir } from '../helpers.js';
-import { removeTierObjects, startTier, stopTier, type TierDaemons, systemUri as uri } from './tier.js';
+import { execAsync, runCliAsync, skipReason, tempDir } from '../helpers.js';
+import {
+  defineIsolatedNetwork,
+  guestSsh,
+  removeTierObjects,
+  standinImages,
+  standinTierMissing,
+  startTier,
+  stopTier,
+  type TierDaemons,
+  systemUri as uri,
+  tierVirsh as virsh,
+} from './tier.js';
 
 const tag = `raupd${process.pid}`;
 const pool = `${tag}-pool`;
@@ -26,30 +37,7 @@ const network = `${tag}-net`;
 const name = `${tag}-vm`;
 const subnet = '192.168.239';
 
-function virsh(args: string[], allowFailure = false): string {
-  const r = spawnSync('virsh', ['-q', '-c', uri, ...args], { encoding: 'utf8', timeout: 120_000 });
-  if (r.status !== 0 && !allowFailure) throw new Error(`virsh ${args.join(' ')}: ${r.stderr}`);
-  return r.stdout ?? '';
-}
-
-function missing(): string | undefined {
-  if (process.getuid?.() !== 0) return 'needs root (debootstrap for the stand-in, libvirt system daemon)';
-  const tools = [
-    'virsh',
-    'libvirtd',
-    'virtlogd',
-    'qemu-system-x86_64',
-    'dnsmasq',
-    'debootstrap',
-    'mksquashfs',
-    'ssh',
-  ];
-  const absent = tools.filter((t) => !commandExists(t));
-  if (absent.length > 0) return `missing ${absent.join(', ')}`;
-  if (process.arch !== 'x64') return 'the stand-in image is x86_64 only';
-  return undefined;
-}
-const skip = skipReason('libvirt update tier', missing());
+const skip = skipReason('libvirt update tier', standinTierMissing());
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -62,45 +50,30 @@ describe.skipIf(skip)('libvirt tier: health-gated update, rollback and drain', (
   let broken: string;
   const log: string[] = [];
 
-  const status = async () =>
-    JSON.parse((await runCliAsync(['vm', 'status', '--config', cfg, '--connect', uri, '--json'])).stdout) as {
-      state: string;
-      healthy: boolean;
-      image: string | null;
-      reasons: string[];
-    };
+  type Status = { state: string; healthy: boolean; image: string | null; reasons: string[] };
+  /** `vm status --json`; a failed call (dist/ being rebuilt by another run, say) reads as not healthy. */
+  async function status(): Promise<Status> {
+    const r = await runCliAsync(['vm', 'status', '--config', cfg, '--connect', uri, '--json']);
+    try {
+      return JSON.parse(r.stdout) as Status;
+    } catch {
+      log.push(`vm status failed (exit ${r.status}): ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
+      return { state: 'unknown', healthy: false, image: null, reasons: ['vm status failed'] };
+    }
+  }
 
   async function untilHealthy(seconds: number): Promise<boolean> {
     const deadline = Date.now() + seconds * 1000;
     while (Date.now() < deadline) {
-      if ((await status()).healthy) return true;
+      const s = await status();
+      if (s.healthy) return true;
+      log.push(`${new Date().toISOString()} ${s.state} healthy=${s.healthy} ${s.reasons.join('; ')}`);
       await sleep(5000);
     }
     return false;
   }
 
-  function ssh(command: string): { status: number | null; stdout: string; stderr: string } {
-    const ip = /(\d+\.\d+\.\d+\.\d+)\/\d+/.exec(virsh(['domifaddr', name, '--source', 'lease'], true))?.[1];
-    if (!ip) return { status: 255, stdout: '', stderr: 'no DHCP lease yet' };
-    return spawnSync(
-      'ssh',
-      [
-        '-i',
-        join(work, 'key'),
-        '-o',
-        'BatchMode=yes',
-        '-o',
-        'StrictHostKeyChecking=no',
-        '-o',
-        'UserKnownHostsFile=/dev/null',
-        '-o',
-        'ConnectTimeout=15',
-        `root@${ip}`,
-        command,
-      ],
-      { encoding: 'utf8', timeout: 90_000 },
-    );
-  }
+  const ssh = (command: string) => guestSsh(name, join(work, 'key'), command);
 
   async function sshRetry(command: string, tries = 6) {
     let r = ssh(command);
@@ -111,10 +84,11 @@ describe.skipIf(skip)('libvirt tier: health-gated update, rollback and drain', (
     return r;
   }
 
-  const update = (rootfs: string, extra: string[] = []) =>
+  /** `vm define|update` with kernel A and `rootfs`, on the isolated network, under TCG, with both credentials. */
+  const vmImage = (command: 'define' | 'update', rootfs: string) =>
     runCliAsync([
       'vm',
-      'update',
+      command,
       '--config',
       cfg,
       '--connect',
@@ -130,8 +104,8 @@ describe.skipIf(skip)('libvirt tier: health-gated update, rollback and drain', (
       '--accel',
       'tcg',
       ...credentials(),
-      ...extra,
     ]);
+  const update = (rootfs: string) => vmImage('update', rootfs);
 
   const credentials = () => [
     '--credential',
@@ -150,14 +124,7 @@ describe.skipIf(skip)('libvirt tier: health-gated update, rollback and drain', (
   beforeAll(async () => {
     daemons = startTier();
     work = tempDir('appliance-update-tier-');
-    const out = await execAsync('bash', [join(repoRoot, 'test/fixtures/standin/build-standin.sh')], {
-      env: { ...process.env, PATH: `${process.env.PATH}:/usr/sbin:/sbin` },
-    });
-    const built = JSON.parse(out.trim().split('\n').pop() ?? '{}') as { kernel: string; rootfs: string };
-    // Copies: the stand-in cache keeps only its newest images, and other tests build others.
-    a = { kernel: join(work, 'bzImage'), rootfs: join(work, 'rootfs-a.squashfs') };
-    copyFileSync(built.kernel, a.kernel);
-    copyFileSync(built.rootfs, a.rootfs);
+    a = await standinImages(work);
     // Image B: A with one more file (mksquashfs appends to a copy), an overlay-sized change.
     b = join(work, 'rootfs-b.squashfs');
     copyFileSync(a.rootfs, b);
@@ -167,21 +134,14 @@ describe.skipIf(skip)('libvirt tier: health-gated update, rollback and drain', (
     // A root filesystem that is not a squashfs: the kernel cannot mount it and panics.
     broken = join(work, 'rootfs-broken.img');
     writeFileSync(broken, Buffer.alloc(4 * 1024 * 1024, 0x5a));
-    const netXml = join(work, 'net.xml');
-    writeFileSync(
-      netXml,
-      `<network><name>${network}</name><bridge name="rau${process.pid % 100000}br" stp="on" delay="0"/>` +
-        `<ip address="${subnet}.1" netmask="255.255.255.0"><dhcp><range start="${subnet}.10" end="${subnet}.50"/></dhcp></ip></network>`,
-    );
-    virsh(['net-define', netXml]);
-    virsh(['net-start', network]);
+    defineIsolatedNetwork(network, `rau${process.pid % 100000}br`, subnet, work);
     execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(work, 'key')]);
     writeFileSync(join(work, 'token'), `glrt-standin-${process.pid}\n`);
     cfg = join(work, 'appliance.yaml');
-    // Health timeout 100 s (300 s under TCG); drain 90 s, enough for the 60 s job.
+    // Health timeout 200 s (600 s under TCG: boots take 70-300 s on a loaded host); drain 90 s, enough for the 60 s job.
     writeFileSync(
       cfg,
-      `name: ${name}\nvm: {memory: 1G, vcpus: 1, healthTimeout: 100, keepImages: 2}\ndataDisk: {size: 2G}\nrunner: {drainTimeout: 90}\n`,
+      `name: ${name}\nvm: {memory: 1G, vcpus: 1, healthTimeout: 200, keepImages: 2}\ndataDisk: {size: 2G}\nrunner: {drainTimeout: 90}\n`,
     );
   }, 1_800_000);
 
@@ -193,29 +153,11 @@ describe.skipIf(skip)('libvirt tier: health-gated update, rollback and drain', (
 
   it('drains a running job before an update, rolls a broken image back, forces an overlong drain, rolls back on demand', async () => {
     // --- image A, healthy, with a marker on the data disk
-    const define = await runCliAsync([
-      'vm',
-      'define',
-      '--config',
-      cfg,
-      '--connect',
-      uri,
-      '--pool',
-      pool,
-      '--kernel',
-      a.kernel,
-      '--rootfs',
-      a.rootfs,
-      '--network',
-      network,
-      '--accel',
-      'tcg',
-      ...credentials(),
-    ]);
+    const define = await vmImage('define', a.rootfs);
     expect(define.status, define.stderr).toBe(0);
     expect((await runCliAsync(['vm', 'start', '--config', cfg, '--connect', uri])).status).toBe(0);
     let t0 = Date.now();
-    expect(await untilHealthy(600), serial()).toBe(true);
+    expect(await untilHealthy(900), `${log.join('\n')}\n--- serial ---\n${serial()}`).toBe(true);
     log.push(`A healthy after ${Math.round((Date.now() - t0) / 1000)} s`);
     const data = dataPath();
     const marker = `marker-${process.pid}`;
@@ -254,7 +196,7 @@ describe.skipIf(skip)('libvirt tier: health-gated update, rollback and drain', (
     expect(bad.status, bad.stderr).toBe(1);
     expect(bad.stderr).toMatch(
       new RegExp(
-        `error: update of ${name} to rootfs [0-9a-f]{12} failed: not healthy within 300 s \\(.*\\); rolled back to rootfs ${bSum.slice(0, 12)}, which is healthy after \\d+ s`,
+        `error: update of ${name} to rootfs [0-9a-f]{12} failed: not healthy within 600 s \\(.*\\); rolled back to rootfs ${bSum.slice(0, 12)}, which is healthy after \\d+ s`,
       ),
     );
     expect(bad.stderr).toContain(`serial log ${libvirtSerialLog(name)}, last 40 lines`);
