@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { guestAgentChannel, guestAgentRpcs, healthStateFile } from '../../src/guest/index.js';
 import { parseHealthState } from '../../src/libvirt/health.js';
-import { repoRoot, tempDir } from '../helpers.js';
+import { commandExists, repoRoot, tempDir } from '../helpers.js';
 
 const judge = join(repoRoot, 'rootfs-overlay/usr/libexec/appliance/health-judge');
 const units = join(repoRoot, 'rootfs-overlay/usr/lib/systemd/system');
@@ -46,7 +46,11 @@ let dir: string;
 const stateFile = () => join(dir, 'run/appliance/health.json');
 
 /** Fake tools reading the world from world.sh (shell variables), then the judge. */
-function run(world: World, clock = '2026-12-01T10:00:00Z'): ReturnType<typeof parseHealthState> {
+function run(
+  world: World,
+  clock = '2026-12-01T10:00:00Z',
+  shell: string[] = ['sh'],
+): ReturnType<typeof parseHealthState> {
   const q = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
   const lines = [
     `system=${q(world.system)}`,
@@ -102,7 +106,8 @@ esac`,
       ),
     ].join('\n')}\n`,
   );
-  const r = spawnSync('sh', [judge], {
+  const [shellFile = 'sh', ...shellArgs] = shell;
+  const r = spawnSync(shellFile, [...shellArgs, judge], {
     encoding: 'utf8',
     env: {
       PATH: `${bin}:/usr/bin:/bin`,
@@ -204,6 +209,24 @@ describe('health judge', () => {
     expect(run(stopped, '2026-12-01T10:00:45Z').since).toBe('2026-12-01T10:00:30Z');
     expect(run(healthyWorld(), '2026-12-01T10:01:00Z').since).toBe('2026-12-01T10:01:00Z');
     expect(readdirSync(join(dir, 'run/appliance'))).toEqual(['health.json']);
+  });
+});
+
+describe.skipIf(!commandExists('busybox'))("under BusyBox's ash (the product's /bin/sh)", () => {
+  it('gives the same verdicts', () => {
+    const ash = ['busybox', 'sh'];
+    expect(run(healthyWorld(), '2026-12-01T10:00:00Z', ash)).toMatchObject({ healthy: true, reasons: [] });
+    const v = run(
+      { ...healthyWorld(), system: 'degraded', failed: ['a.service'], mounts: ['/data'] },
+      '2026-12-01T10:00:15Z',
+      ash,
+    );
+    expect(v).toMatchObject({
+      healthy: false,
+      reasons: ['failed units: a.service', '/var/lib/docker is not on the data disk'],
+    });
+    // BusyBox runs its own date applet, not the fake one: the real clock.
+    expect(v.since).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
   });
 });
 
