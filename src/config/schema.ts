@@ -357,16 +357,10 @@ export const applianceSchema = z
             description:
               '`vm update`: seconds the new image gets to report itself healthy before the VM is rolled back (tripled under TCG, as smoke timeouts are).',
           }),
-        keepImages: z
-          .number()
-          .int()
-          .min(2)
-          .max(20)
-          .default(3)
-          .meta({
-            description:
-              'Kernel + root filesystem pairs `vm update` keeps on the libvirt host (the running one included), so `vm rollback` has a previous image to go back to; older pairs are deleted.',
-          }),
+        keepImages: z.number().int().min(2).max(20).default(3).meta({
+          description:
+            'Kernel + root filesystem pairs `vm update` keeps on the libvirt host (the running one included), so `vm rollback` has a previous image to go back to; older pairs are deleted.',
+        }),
       })
       .prefault({})
       .meta({ description: 'Virtual machine resources.' }),

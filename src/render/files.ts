@@ -227,8 +227,16 @@ export function buildTree(config: ApplianceConfig, pins: HashPins = {}): Tree {
     ['usr/lib/systemd/system/gitlab-runner-config.service', 'overlay/gitlab-runner-config.service.ejs', data],
     ['usr/lib/systemd/system/gitlab-runner.service', 'overlay/gitlab-runner.service.ejs', data],
     // A shutdown waits out the runner's drain (systemd's own limit is 30 min).
-    ['usr/lib/systemd/system/poweroff.target.d/50-appliance-drain.conf', 'overlay/drain-shutdown.conf.ejs', data],
-    ['usr/lib/systemd/system/reboot.target.d/50-appliance-drain.conf', 'overlay/drain-shutdown.conf.ejs', data],
+    [
+      'usr/lib/systemd/system/poweroff.target.d/50-appliance-drain.conf',
+      'overlay/drain-shutdown.conf.ejs',
+      data,
+    ],
+    [
+      'usr/lib/systemd/system/reboot.target.d/50-appliance-drain.conf',
+      'overlay/drain-shutdown.conf.ejs',
+      data,
+    ],
     [
       'usr/lib/systemd/system/appliance-volume-cleanup.service',
       'overlay/appliance-volume-cleanup.service.ejs',
