@@ -6,13 +6,24 @@
  * the guest (over SSH from the host) turns it healthy: false with the reason; a stopped VM is
  * not healthy and not reachable. Everything defined here is removed.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { libvirtSerialLog } from '../../src/guest/index.js';
-import { commandExists, execAsync, repoRoot, runCliAsync, skipReason, tempDir } from '../helpers.js';
-import { removeTierObjects, startTier, stopTier, type TierDaemons, systemUri as uri } from './tier.js';
+import { execAsync, runCliAsync, skipReason, tempDir } from '../helpers.js';
+import {
+  defineIsolatedNetwork,
+  guestSsh,
+  removeTierObjects,
+  standinImages,
+  standinTierMissing,
+  startTier,
+  stopTier,
+  type TierDaemons,
+  tierVirsh,
+  systemUri as uri,
+} from './tier.js';
 
 const tag = `rahealth${process.pid}`;
 const pool = `${tag}-pool`;
@@ -20,30 +31,8 @@ const network = `${tag}-net`;
 const name = `${tag}-vm`;
 const subnet = '192.168.237';
 
-function virsh(args: string[], allowFailure = false): string {
-  const r = spawnSync('virsh', ['-q', '-c', uri, ...args], { encoding: 'utf8', timeout: 120_000 });
-  if (r.status !== 0 && !allowFailure) throw new Error(`virsh ${args.join(' ')}: ${r.stderr}`);
-  return r.stdout ?? '';
-}
-
-function missing(): string | undefined {
-  if (process.getuid?.() !== 0) return 'needs root (debootstrap for the stand-in, libvirt system daemon)';
-  const tools = [
-    'virsh',
-    'libvirtd',
-    'virtlogd',
-    'qemu-system-x86_64',
-    'dnsmasq',
-    'debootstrap',
-    'mksquashfs',
-    'ssh',
-  ];
-  const absent = tools.filter((t) => !commandExists(t));
-  if (absent.length > 0) return `missing ${absent.join(', ')}`;
-  if (process.arch !== 'x64') return 'the stand-in image is x86_64 only';
-  return undefined;
-}
-const skip = skipReason('libvirt health tier', missing());
+const virsh = tierVirsh;
+const skip = skipReason('libvirt health tier', standinTierMissing());
 
 type Status = {
   uri: string;
@@ -92,20 +81,8 @@ describe.skipIf(skip)('libvirt tier: health through the guest agent', () => {
   beforeAll(async () => {
     daemons = startTier();
     work = tempDir('appliance-health-tier-');
-    const out = await execAsync('bash', [join(repoRoot, 'test/fixtures/standin/build-standin.sh')], {
-      env: { ...process.env, PATH: `${process.env.PATH}:/usr/sbin:/sbin` },
-    });
-    const built = JSON.parse(out.trim().split('\n').pop() ?? '{}') as { kernel: string; rootfs: string };
-    images = { kernel: built.kernel, rootfs: built.rootfs };
-    // No <forward>: an isolated network that never reaches the host's LAN.
-    const netXml = join(work, 'net.xml');
-    writeFileSync(
-      netXml,
-      `<network><name>${network}</name><bridge name="rah${process.pid % 100000}br" stp="on" delay="0"/>` +
-        `<ip address="${subnet}.1" netmask="255.255.255.0"><dhcp><range start="${subnet}.10" end="${subnet}.50"/></dhcp></ip></network>`,
-    );
-    virsh(['net-define', netXml]);
-    virsh(['net-start', network]);
+    images = await standinImages(work);
+    defineIsolatedNetwork(network, `rah${process.pid % 100000}br`, subnet, work);
     execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(work, 'key')]);
     cfg = join(work, 'appliance.yaml');
     writeFileSync(cfg, `name: ${name}\nvm: {memory: 1G, vcpus: 1}\ndataDisk: {size: 2G}\n`);
@@ -168,29 +145,7 @@ describe.skipIf(skip)('libvirt tier: health through the guest agent', () => {
     expect(text.stdout).toMatch(new RegExp(`^${name} on ${uri}: running, healthy since ${up.since}`));
 
     // Stop Docker inside the guest (the host reaches the guest's sshd through the filter).
-    const ip = /(\d+\.\d+\.\d+\.\d+)\/\d+/.exec(virsh(['domifaddr', name, '--source', 'lease']))?.[1];
-    expect(ip, virsh(['domifaddr', name, '--source', 'lease'], true)).toMatch(
-      new RegExp(`^${subnet.replaceAll('.', '\\.')}\\.`),
-    );
-    const ssh = (command: string) =>
-      spawnSync(
-        'ssh',
-        [
-          '-i',
-          join(work, 'key'),
-          '-o',
-          'BatchMode=yes',
-          '-o',
-          'StrictHostKeyChecking=no',
-          '-o',
-          'UserKnownHostsFile=/dev/null',
-          '-o',
-          'ConnectTimeout=15',
-          `root@${ip}`,
-          command,
-        ],
-        { encoding: 'utf8', timeout: 90_000 },
-      );
+    const ssh = (command: string) => guestSsh(name, join(work, 'key'), command);
     let stop = ssh('systemctl stop docker.socket docker.service');
     for (let i = 0; i < 5 && stop.status !== 0; i++) {
       await new Promise((r) => setTimeout(r, 5000));
