@@ -8,23 +8,15 @@
  * inside the guest, from the host and in the filter's counters. Everything defined here is removed.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultImagePaths, imageVolumes } from '../../src/guest/index.js';
 import { recordedDigests } from '../../src/libvirt/index.js';
-import {
-  commandExists,
-  execAsync,
-  processRunning,
-  repoRoot,
-  runCli,
-  runCliAsync,
-  skipReason,
-  tempDir,
-} from '../helpers.js';
+import { commandExists, execAsync, repoRoot, runCli, runCliAsync, skipReason, tempDir } from '../helpers.js';
+import { removeTierObjects, startTier, stopTier, type TierDaemons } from './tier.js';
 
 const uri = 'qemu:///system';
 const tag = `ratest${process.pid}`;
@@ -84,50 +76,6 @@ describe.skipIf(noLibvirt)('libvirt tier prerequisites', () => {
   });
 });
 
-/** libvirtd and virtlogd we started (and so stop), by PID. */
-const started: number[] = [];
-
-/**
- * Without udev /dev/kvm stays root:root 0600. libvirt then probes QEMU with KVM enabled (as root)
- * but finds KVM unusable for its qemu user, calls its capability cache outdated and probes every
- * QEMU binary again on each `virsh define` (≈ 50 s here). Giving /dev/kvm the kvm group and 0660
- * (as udev would) keeps the cache valid: define takes well under a second. Restored afterwards.
- */
-let kvmRestore: { gid: number; mode: number } | undefined;
-function kvmForLibvirt(): void {
-  if (!existsSync('/dev/kvm')) return;
-  const st = statSync('/dev/kvm');
-  const kvmGid = /^kvm:[^:]*:(\d+):/m.exec(readFileSync('/etc/group', 'utf8'))?.[1];
-  if (kvmGid === undefined || (st.gid === Number(kvmGid) && (st.mode & 0o060) === 0o060)) return;
-  kvmRestore = { gid: st.gid, mode: st.mode & 0o7777 };
-  chownSync('/dev/kvm', st.uid, Number(kvmGid));
-  chmodSync('/dev/kvm', 0o660);
-}
-function restoreKvm(): void {
-  if (!kvmRestore) return;
-  chownSync('/dev/kvm', 0, kvmRestore.gid);
-  chmodSync('/dev/kvm', kvmRestore.mode);
-}
-function ensureLibvirtd(): void {
-  if (spawnSync('virsh', ['-c', uri, 'version'], { timeout: 15_000 }).status === 0) return;
-  for (const [daemon, pidfile] of [
-    ['virtlogd', '/run/virtlogd.pid'],
-    ['libvirtd', '/run/libvirtd.pid'],
-  ] as const) {
-    // Running means: its pidfile here names a live process. A process of that name elsewhere (another
-    // container or chroot on the same kernel) serves other sockets and does not count.
-    if (existsSync(pidfile) && processRunning(Number(readFileSync(pidfile, 'utf8').trim()))) continue;
-    execFileSync(daemon, ['-d']);
-    for (let i = 0; i < 50 && !existsSync(pidfile); i++) execFileSync('sleep', ['0.1']);
-    if (existsSync(pidfile)) started.push(Number(readFileSync(pidfile, 'utf8').trim()));
-  }
-  for (let i = 0; i < 50; i++) {
-    if (spawnSync('virsh', ['-c', uri, 'version'], { timeout: 15_000 }).status === 0) return;
-    execFileSync('sleep', ['0.2']);
-  }
-  throw new Error('libvirtd did not come up');
-}
-
 async function guest(): Promise<{ kernel: string; initrd: string; rootfs: string }> {
   const out = await execAsync('bash', [join(repoRoot, 'test/fixtures/tiny-guest.sh')], {
     env: { ...process.env, PATH: `${process.env.PATH}:/usr/sbin:/sbin` },
@@ -183,14 +131,14 @@ describe.skipIf(skip)('libvirt tier', () => {
   let work: string;
   let g: { kernel: string; initrd: string; rootfs: string };
   const defined: string[] = [];
+  let daemons: TierDaemons | undefined;
 
   /** A listener on the gateway address the guest tries to open a connection to (port 8099). */
   let hostListener: Server;
   let hostConnections = 0;
 
   beforeAll(async () => {
-    kvmForLibvirt();
-    ensureLibvirtd();
+    daemons = startTier();
     g = await guest();
     work = tempDir('appliance-libvirt-');
     const netXml = join(work, 'net.xml');
@@ -215,28 +163,8 @@ describe.skipIf(skip)('libvirt tier', () => {
 
   afterAll(() => {
     hostListener?.close();
-    for (const name of defined) {
-      virsh(['destroy', name], true);
-      virsh(['undefine', name], true);
-      virsh(['nwfilter-undefine', `${name}-isolate`], true);
-    }
-    for (const vol of virsh(['vol-list', '--pool', pool], true).split('\n')) {
-      const name = vol.trim().split(/\s+/)[0];
-      if (name) virsh(['vol-delete', '--pool', pool, name], true);
-    }
-    virsh(['pool-destroy', pool], true);
-    virsh(['pool-delete', pool], true);
-    virsh(['pool-undefine', pool], true);
-    virsh(['net-destroy', network], true);
-    virsh(['net-undefine', network], true);
-    for (const pid of started.reverse()) {
-      try {
-        process.kill(pid, 'SIGTERM');
-      } catch {
-        // already gone
-      }
-    }
-    restoreKvm();
+    removeTierObjects({ domains: defined, pool, network });
+    if (daemons) stopTier(daemons);
   });
 
   /** `vm define|update` of config `cfg` with these images, on `connect` (default: the local libvirtd). */
