@@ -178,11 +178,15 @@ describe.skipIf(skip)('the data disk budget on the stand-in image (TCG)', () => 
         600,
       );
       log(`four 200 MiB builds: ${since(tBuild)} s`);
-      // Unused volumes, 150 MiB each: two that the state file says were last used 2 h ago, one new.
+      // BuildKit's GC runs after each build, so the cache stays near its 256 MiB while it grows.
+      log(
+        `build cache after the builds: ${(dockerSize((await sh("docker system df --format '{{.Type}}={{.Size}}'")).stdout, 'Build Cache') / M).toFixed(0)} MiB`,
+      );
+      // Unused volumes: two of 300 MiB that the state file says were last used 2 h ago, one new of 150 MiB.
       await sh(
         [
           'systemctl stop appliance-volume-cleanup.timer',
-          'for v in old-1 old-2 fresh-1; do docker volume create $v >/dev/null && docker run --rm --network none -v $v:/v budget-base:local /bin/busybox dd if=/dev/zero of=/v/data bs=1M count=150 2>/dev/null || exit; done',
+          'for v in "old-1 300" "old-2 300" "fresh-1 150"; do set -- $v; docker volume create $1 >/dev/null && docker run --rm --network none -v $1:/v budget-base:local /bin/busybox dd if=/dev/zero of=/v/data bs=1M count=$2 2>/dev/null || exit; done',
           'mkdir -p /data/appliance',
           'now=$(date +%s); printf "old-1 %s\\nold-2 %s\\n#last-run %s\\n" $((now - 7200)) $((now - 7200)) $now > /data/appliance/volumes-last-used',
           'sync',
@@ -315,7 +319,8 @@ describe.skipIf(skip)('the data disk budget on the stand-in image (TCG)', () => 
       const t0 = Date.now();
       const state = await startVm({ path: fullDisk, format: prepared.data.format }, 'boot2');
       expect(state.split('\n')[0], state).toBe('running');
-      expect((await sh('df -B1 --output=avail /data | tail -n 1')).stdout.trim()).toBe('0');
+      // No check of /data's free space here: under a loaded host the cleanup timer (2 min after
+      // boot) may already have run by the time multi-user is reached.
       expect((await sh('cat /data/appliance/ballast 2>/dev/null | wc -c')).stdout.trim()).toBe('0');
       const info = await sh(
         'd=$(docker info --format \'{{.Driver}}\' 2>&1); echo "$d"; [ "$d" = overlay2 ] || { systemctl status docker.service --no-pager -n 0; journalctl -b -u docker.service -u containerd.service -o cat --no-pager | tail -n 30; df /data; }',
