@@ -9,7 +9,7 @@
  *   2. the data disk is filled to 100 % and the VM powered off; it boots again to multi-user,
  *      answers SSH, Docker works, and the volume cleanup timer frees the disk.
  */
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Client } from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -128,6 +128,7 @@ describe.skipIf(skip)('the data disk budget on the stand-in image (TCG)', () => 
   afterAll(async () => {
     vm?.client.end();
     await vm?.vm.stop();
+    if (work && !process.env.APPLIANCE_KEEP_TEST_WORK) rmSync(work, { recursive: true, force: true });
   });
 
   it(
