@@ -138,10 +138,10 @@ describe.skipIf(skip)('libvirt tier: health-gated update, rollback and drain', (
     execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(work, 'key')]);
     writeFileSync(join(work, 'token'), `glrt-standin-${process.pid}\n`);
     cfg = join(work, 'appliance.yaml');
-    // Health timeout 200 s (600 s under TCG: boots take 70-300 s on a loaded host); drain 90 s, enough for the 60 s job.
+    // Health timeout 150 s (450 s under TCG: boots take 70-300 s on a loaded host); drain 90 s, enough for the 60 s job.
     writeFileSync(
       cfg,
-      `name: ${name}\nvm: {memory: 1G, vcpus: 1, healthTimeout: 200, keepImages: 2}\ndataDisk: {size: 2G}\nrunner: {drainTimeout: 90}\n`,
+      `name: ${name}\nvm: {memory: 1G, vcpus: 1, healthTimeout: 150, keepImages: 2}\ndataDisk: {size: 2G}\nrunner: {drainTimeout: 90}\n`,
     );
   }, 1_800_000);
 
@@ -196,7 +196,7 @@ describe.skipIf(skip)('libvirt tier: health-gated update, rollback and drain', (
     expect(bad.status, bad.stderr).toBe(1);
     expect(bad.stderr).toMatch(
       new RegExp(
-        `error: update of ${name} to rootfs [0-9a-f]{12} failed: not healthy within 600 s \\(.*\\); rolled back to rootfs ${bSum.slice(0, 12)}, which is healthy after \\d+ s`,
+        `error: update of ${name} to rootfs [0-9a-f]{12} failed: not healthy within 450 s \\(.*\\); rolled back to rootfs ${bSum.slice(0, 12)}, which is healthy after \\d+ s`,
       ),
     );
     expect(bad.stderr).toContain(`serial log ${libvirtSerialLog(name)}, last 40 lines`);
