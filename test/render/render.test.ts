@@ -99,6 +99,11 @@ describe('render', () => {
     expect(text('board/rootfs-overlay/usr/lib/systemd/system/data.mount')).toContain(
       'What=/dev/disk/by-label/ci-data',
     );
+    // Docker brings docuum and the runner back when their boot start failed with a late data disk.
+    for (const unit of ['docuum.service', 'gitlab-runner.service'])
+      expect(text(`board/rootfs-overlay/usr/lib/systemd/system/${unit}`)).toMatch(
+        /^WantedBy=multi-user\.target docker\.service$/m,
+      );
     expect(text('board/linux.fragment')).toMatch(/CONFIG_ZRAM=y\n$/);
     expect(tree.get('board/post-build.sh')?.mode).toBe(0o755);
     expect(tree.get('board/rootfs-overlay/usr/libexec/appliance/prepare-data')?.mode).toBe(0o755);
