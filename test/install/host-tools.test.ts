@@ -78,6 +78,7 @@ const testTools: Record<string, string> = {
   'apt-cache': 'apt',
   'dpkg-query': 'dpkg',
   'dpkg-deb': 'dpkg',
+  busybox: 'busybox-static',
   systemctl: 'systemd',
   virtlogd: 'libvirt-daemon',
   libvirtd: 'libvirt-daemon',
@@ -116,7 +117,8 @@ const indirect: Record<string, string[]> = {
   "test/kernel/fragment.test.ts join(src, 'scripts/kconfig/merge_config.sh')": ['merge_config.sh'],
   'test/cli/input.test.ts sh -c: "X"': ['node'], // "${process.execPath}" "${cliPath}" …
   'test/render/determinism.test.ts sh -c: "$0"': ['node'], // exec "$0" "$@" with this Node as $0
-  'test/libvirt/libvirt.test.ts daemon': ['virtlogd', 'libvirtd'],
+  'test/libvirt/tier.ts daemon': ['virtlogd', 'libvirtd'],
+  'test/libvirt/health-judge.test.ts shellFile': ['sh', 'busybox'], // dash, and BusyBox's ash
   'test/install/pack.test.ts npm': ['npm'],
   'test/install/pack.test.ts bin': ['node'], // the installed package's appliance
   // the CI template's smoke job script: appliance (this Node) on PATH
