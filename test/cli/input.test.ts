@@ -252,10 +252,16 @@ describe('every command declares its options from one table', () => {
     expect(otherSpellings).toEqual([]);
   });
 
-  it('--pool only where a pool is used (define, update, grow, undefine)', async () => {
+  it('--pool only where a pool is used (define, update, rollback, grow, undefine)', async () => {
     const { all } = await options();
     const pools = all.filter((o) => o.option.long === '--pool');
-    expect(pools.map((o) => o.command).sort()).toEqual(['vm define', 'vm grow', 'vm undefine', 'vm update']);
+    expect(pools.map((o) => o.command).sort()).toEqual([
+      'vm define',
+      'vm grow',
+      'vm rollback',
+      'vm undefine',
+      'vm update',
+    ]);
     for (const { option } of pools) expect(option.defaultValue).toBe(defaultPool);
     await refused(['vm', 'status', '--pool', 'x'], /unknown option '--pool'/);
   });
