@@ -149,13 +149,18 @@ const libvirtTransports = ['unix', 'ssh', 'libssh', 'libssh2', 'tcp', 'tls', 'ex
 
 /** A libvirt connection URI: driver[+transport]://[user@][host][:port]/path[?params]. */
 export function libvirtUri(value: string): string {
-  const m = /^([a-z0-9]+)(?:\+([a-z0-9]+))?:\/\/[^\s/]*\/[^\s]*$/.exec(value);
-  if (!m?.[1] || !libvirtDrivers.includes(m[1]) || (m[2] && !libvirtTransports.includes(m[2]))) {
+  if (!isLibvirtUri(value)) {
     throw new ApplianceError(`--connect ${shownValue(value)} is not a libvirt URI`, {
       hint: 'e.g. qemu:///system or qemu+ssh://root@host/system',
     });
   }
   return value;
+}
+
+/** A libvirt URI of a known driver and transport: qemu:///system, qemu+ssh://user@host/system, … */
+export function isLibvirtUri(value: string): boolean {
+  const m = /^([a-z0-9]+)(?:\+([a-z0-9]+))?:\/\/[^\s/]*\/[^\s]*$/.exec(value);
+  return Boolean(m?.[1] && libvirtDrivers.includes(m[1]) && (!m[2] || libvirtTransports.includes(m[2])));
 }
 
 interface OptionLike {

@@ -8,9 +8,18 @@ export {
   loadAppliance,
   parseAppliance,
   parseSetting,
+  parseYamlWith,
   type SettingFacts,
   settingFacts,
 } from './load.js';
+export {
+  defaultEmulated,
+  type EmulatedTarget,
+  emulatedPlatforms,
+  emulatedTargets,
+  emulatorPath,
+  platformTargets,
+} from './multiarch.js';
 export { configReferenceMarkdown } from './reference.js';
 export {
   type ApplianceInput,
@@ -18,4 +27,4 @@ export {
   applianceJsonSchema,
   applianceSchema,
 } from './schema.js';
-export { formatSize, parseSize } from './values.js';
+export { type Cidr, formatSize, parseCidr, parseSize } from './values.js';

@@ -67,12 +67,16 @@ function describeValue(v: unknown): string {
 }
 
 /** One line for one schema issue: "field: expected X, got Y". */
-function issueMessage(issue: z.core.$ZodIssue, data: unknown): { path: PropertyKey[]; text: string } {
+function issueMessage(
+  issue: z.core.$ZodIssue,
+  data: unknown,
+  root: unknown = applianceSchema,
+): { path: PropertyKey[]; text: string } {
   const path = [...issue.path];
   switch (issue.code) {
     case 'unrecognized_keys': {
       const parent = valueAt(data, path);
-      const allowed = allowedKeys(path);
+      const allowed = allowedKeys(path, root);
       return {
         path: [...path, issue.keys[0] ?? ''],
         text: `unknown key ${issue.keys.map((k) => `'${k}'`).join(', ')}${allowed ? ` (allowed: ${allowed.join(', ')})` : ''}${parent ? '' : ''}`,
@@ -108,11 +112,12 @@ function issueMessage(issue: z.core.$ZodIssue, data: unknown): { path: PropertyK
   }
 }
 
-function allowedKeys(path: readonly PropertyKey[]): string[] | undefined {
-  let schema: unknown = applianceSchema;
+function allowedKeys(path: readonly PropertyKey[], root: unknown = applianceSchema): string[] | undefined {
+  let schema: unknown = root;
   for (const p of path) {
-    const shape = shapeOf(schema);
-    schema = shape?.[String(p)];
+    // A list's entries (fleet.yaml's hosts) have the schema of its element.
+    const element = (schema as { def?: { element?: unknown } } | undefined)?.def?.element;
+    schema = typeof p === 'number' && element ? element : shapeOf(schema)?.[String(p)];
   }
   const shape = shapeOf(schema);
   return shape ? Object.keys(shape) : undefined;
@@ -131,6 +136,19 @@ function shapeOf(schema: unknown): Record<string, unknown> | undefined {
 
 /** Parse and validate appliance YAML text. `origin` names the file in errors. */
 export function parseAppliance(text: string, origin: string): ApplianceConfig {
+  return finish(parseYamlWith(applianceSchema, text, origin, 'appliance.yaml'), origin);
+}
+
+/**
+ * Parse YAML text and validate it against `schema` (a strict zod object), failing with one line
+ * naming the file, line and field, as appliance.yaml is checked (fleet.yaml uses it too).
+ */
+export function parseYamlWith<S extends z.ZodType>(
+  schema: S,
+  text: string,
+  origin: string,
+  kind: string,
+): z.output<S> {
   const counter = new LineCounter();
   const doc = parseDocument(text, { lineCounter: counter, prettyErrors: false, uniqueKeys: true });
   const yamlError = doc.errors[0];
@@ -138,7 +156,7 @@ export function parseAppliance(text: string, origin: string): ApplianceConfig {
     const line = yamlError.linePos?.[0]?.line ?? counter.linePos(yamlError.pos[0]).line;
     if (yamlError.code === 'MULTIPLE_DOCS') {
       throw new ApplianceError(`${origin}:${line}: holds more than one YAML document (a "---" line)`, {
-        hint: 'keep one document per appliance.yaml',
+        hint: `keep one document per ${kind}`,
       });
     }
     const what = yamlError.message.split('\n')[0]?.replace(/ at line \d+, column \d+:?$/, '');
@@ -164,17 +182,17 @@ export function parseAppliance(text: string, origin: string): ApplianceConfig {
       `${origin}: expected a mapping of settings at the top level, got ${describeValue(data)}`,
     );
   }
-  const result = applianceSchema.safeParse(data);
+  const result = schema.safeParse(data);
   if (!result.success) {
     const first = result.error.issues[0];
     if (!first) throw new ApplianceError(`${origin}: invalid configuration`);
-    const { path, text: message } = issueMessage(first, data);
+    const { path, text: message } = issueMessage(first, data, schema);
     const line = lineOf(doc, counter, path);
     const more =
       result.error.issues.length > 1 ? ` (+${result.error.issues.length - 1} more problem(s))` : '';
     throw new ApplianceError(`${origin}${line ? `:${line}` : ''}: ${describePath(path)}: ${message}${more}`);
   }
-  return finish(result.data, origin);
+  return result.data;
 }
 
 function finish(settings: ApplianceSettings, source: string): ApplianceConfig {

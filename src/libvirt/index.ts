@@ -12,6 +12,8 @@ export {
 } from './pairs.js';
 export { libvirtTree } from './tree.js';
 export {
+  bootFailure,
+  deployVm,
   drainMarginSeconds,
   rollbackVm,
   type StopOptions,
@@ -42,10 +44,13 @@ export {
   domainFiles,
   domainUuid,
   domainXml,
+  type FilterGateways,
   filterGateway,
   filterName,
+  hasGateway,
   type ImageDigests,
   metadataNamespace,
+  networkGateways,
   networkIPv4,
   nwfilterXml,
   parseLibvirtXml,

@@ -18,8 +18,8 @@ import { ApplianceError, ExitCode } from '../errors.js';
 import { inputFile } from '../fsguard.js';
 import { type Accel, accelTimeoutScale, libvirtSerialLog } from '../guest/index.js';
 import { info, warn } from '../log.js';
-import { tail } from '../run/index.js';
-import { type Health, readHealth, waitHealthy } from './health.js';
+import { runCommand, tail } from '../run/index.js';
+import { type Health, readHealth } from './health.js';
 import {
   type ImagePair,
   keptPairs,
@@ -175,22 +175,123 @@ export async function stopVm(
   return 'forced';
 }
 
-/** Wait for health, printing a line every 15 s. */
+/** What the host sees of a boot besides the guest's own verdict: enough to tell a boot that failed for sure. */
+export interface BootSigns {
+  /** The domain's state (virsh domstate), e.g. "running", "shut off", "crashed", "paused". */
+  state: string;
+  /** Guest resets libvirt reported since the start (its 'reboot' events). */
+  reboots: number;
+  /** The serial log so far (local hosts only). */
+  serialLog?: string;
+}
+
+/**
+ * Why a boot has failed for sure, or undefined while it may still come up: the kernel panicked
+ * (the serial log says so; with panic=-1 the guest then resets at once), the domain stopped,
+ * crashed or paused, or it reset itself repeatedly (a panic makes two or three resets; an
+ * appliance boot makes none). Lets a broken image be rolled back within seconds instead of
+ * after vm.healthTimeout.
+ */
+export function bootFailure(s: BootSigns): string | undefined {
+  const panic = s.serialLog
+    ?.split(/\r?\n/)
+    .find((l) => /Kernel panic - not syncing/.test(l))
+    ?.trim();
+  if (panic) return `the kernel panicked: ${panic.slice(panic.indexOf('Kernel panic'))}`;
+  if (/^(shut off|shutoff|crashed|paused|pmsuspended)/.test(s.state))
+    return `the domain is ${s.state} instead of running`;
+  if (s.reboots >= 2) return `the guest reset itself ${s.reboots} times while booting (a crash loop)`;
+  return undefined;
+}
+
+/** The number of 'reboot' events in what `virsh event --event reboot` printed. */
+export function rebootEvents(virshOutput: string): number {
+  return virshOutput.split('\n').filter((l) => /event 'reboot' for domain/.test(l)).length;
+}
+
+/** What a health wait reads each round; injectable so the loop is tested without libvirt. */
+export interface BootProbe {
+  health(): Promise<Health>;
+  state(): Promise<string>;
+  serialLog(): string | undefined;
+  /** Listen up to `seconds` for guest resets; the number seen. */
+  reboots(seconds: number): Promise<number>;
+}
+
+/**
+ * Wait until the guest says it is healthy, the boot has failed for sure (bootFailure), or
+ * `timeoutSeconds` have passed. Between readings it listens for guest resets (a few seconds),
+ * so a crash loop is seen even between polls. `failure` says why it stopped early.
+ */
+export async function watchBoot(
+  probe: BootProbe,
+  timeoutSeconds: number,
+  onProgress?: (h: Health, elapsedSeconds: number) => void,
+  listenSeconds = 3,
+): Promise<{ health: Health; failure?: string }> {
+  const start = Date.now();
+  const deadline = start + Math.max(0, timeoutSeconds) * 1000;
+  let reboots = 0;
+  for (;;) {
+    const health = await probe.health();
+    onProgress?.(health, Math.round((Date.now() - start) / 1000));
+    if (health.healthy) return { health };
+    const failure = bootFailure({ state: await probe.state(), reboots, serialLog: probe.serialLog() });
+    if (failure) return { health: { ...health, reasons: [failure, ...health.reasons] }, failure };
+    const left = deadline - Date.now();
+    if (left <= 0) return { health };
+    reboots += await probe.reboots(Math.max(1, Math.min(listenSeconds, Math.ceil(left / 1000))));
+  }
+}
+
+function bootProbe(config: ApplianceConfig, conn: Connection): BootProbe {
+  return {
+    health: () => readHealth(conn, config.name),
+    state: async () => (await vmStatus(config, conn)).state,
+    serialLog: () => readSerialLog(config, conn),
+    reboots: async (seconds) => {
+      const r = await runCommand(
+        'virsh',
+        [
+          '-q',
+          '-c',
+          conn.uri,
+          'event',
+          '--domain',
+          config.name,
+          '--event',
+          'reboot',
+          '--loop',
+          '--timeout',
+          String(seconds),
+        ],
+        {
+          allowFailure: true,
+          timeoutMs: (seconds + 30) * 1000,
+          purpose: `listening for resets of ${config.name}`,
+        },
+      );
+      return rebootEvents(r.stdout);
+    },
+  };
+}
+
+/** Wait for health (or a boot that failed for sure), printing a line every 15 s. */
 async function waitForHealth(
   config: ApplianceConfig,
   conn: Connection,
   timeoutSeconds: number,
-): Promise<{ health: Health; seconds: number }> {
+): Promise<{ health: Health; seconds: number; failure?: string }> {
   const started = Date.now();
   let nextProgress = progressEverySeconds;
-  const health = await waitHealthy(conn, config.name, timeoutSeconds, (h, elapsed) => {
+  const r = await watchBoot(bootProbe(config, conn), timeoutSeconds, (h, elapsed) => {
     if (h.healthy || elapsed < nextProgress) return;
     nextProgress = elapsed + progressEverySeconds;
     info(
       `waiting for ${config.name} to be healthy: ${elapsed}/${timeoutSeconds} s (${h.detail ?? h.reasons.join('; ')})`,
     );
   });
-  return { health, seconds: Math.round((Date.now() - started) / 1000) };
+  return { ...r, seconds: Math.round((Date.now() - started) / 1000) };
 }
 
 /** Point the defined domain at `pairs[0]` and record `pairs`; the rest of its XML stays. */
@@ -298,7 +399,7 @@ export async function updateVm(
   }
   await startVm(config, conn);
   const timeout = healthTimeout(config, accel);
-  const { health, seconds } = await waitForHealth(config, conn, timeout);
+  const { health, seconds, failure } = await waitForHealth(config, conn, timeout);
   if (health.healthy) {
     const kept = trimPairs(updated, config.vm.keepImages);
     if (kept.length < updated.length) await switchTo(config, conn, kept);
@@ -313,12 +414,13 @@ export async function updateVm(
   const previous = rolled[0];
   if (!previous) {
     throw new ApplianceError(
-      `${config.name} is not healthy on ${pairLabel(next)} within ${timeout} s (${why(health)}), and it keeps no previous image to go back to`,
+      `${config.name} is ${failure ? `failing to boot` : `not healthy within ${timeout} s`} on ${pairLabel(next)} (${why(health)}), and it keeps no previous image to go back to`,
       { exitCode: ExitCode.checkFailed, details: failedLog, hint: 'fix the image and run vm update again' },
     );
   }
+  const notHealthy = failure ? `failed to boot after ${seconds} s` : `not healthy within ${timeout} s`;
   warn(
-    `${config.name} is not healthy on ${pairLabel(next)} within ${timeout} s (${why(health)}): rolling back to ${pairLabel(previous)}`,
+    `${config.name} is ${notHealthy} on ${pairLabel(next)} (${why(health)}): rolling back to ${pairLabel(previous)}`,
   );
   // A guest that never came up cannot drain; one that did gets a short clean shutdown.
   await stopVm(config, conn, {
@@ -330,7 +432,7 @@ export async function updateVm(
   const again = await waitForHealth(config, conn, timeout);
   await deleteUnusedImages(config, conn, rolled);
   throw new ApplianceError(
-    `update of ${config.name} to ${pairLabel(next)} failed: not healthy within ${timeout} s (${why(health)}); rolled back to ${pairLabel(previous)}, which is ${again.health.healthy ? `healthy after ${again.seconds} s` : `not healthy either (${why(again.health)})`}`,
+    `update of ${config.name} to ${pairLabel(next)} failed: ${notHealthy} (${why(health)}); rolled back to ${pairLabel(previous)}, which is ${again.health.healthy ? `healthy after ${again.seconds} s` : `not healthy either (${why(again.health)})`}`,
     {
       exitCode: ExitCode.checkFailed,
       details: failedLog,
@@ -376,4 +478,32 @@ export async function rollbackVm(
     );
   info(`${config.name} rolled back to ${pairLabel(target)}, healthy after ${seconds} s`);
   return { changed: true, pair: target, health };
+}
+
+/**
+ * A VM not defined on the host yet (`fleet apply` to a new host): define it with the image (and
+ * an empty data disk), start it and wait for health; not healthy (or a boot that failed for
+ * sure) is exit 1 with the serial log's tail. There is no previous image to go back to.
+ */
+export async function deployVm(
+  config: ApplianceConfig,
+  conn: Connection,
+  o: DefineOptions,
+): Promise<UpdateResult> {
+  const xml = await defineVm(config, conn, o);
+  const pair = keptPairs(await inactiveXml(config, conn), `virsh dumpxml ${config.name}`)[0];
+  await startVm(config, conn);
+  const timeout = healthTimeout(config, domainAccel(xml));
+  const { health, seconds, failure } = await waitForHealth(config, conn, timeout);
+  if (!health.healthy || !pair)
+    throw new ApplianceError(
+      `${config.name} was defined and started but ${failure ? `failed to boot after ${seconds} s` : `is not healthy within ${timeout} s`} (${why(health)})`,
+      {
+        exitCode: ExitCode.checkFailed,
+        details: serialTail(config, conn),
+        hint: 'fix the image and apply again',
+      },
+    );
+  info(`${config.name} is defined, started and healthy on ${pairLabel(pair)} after ${seconds} s`);
+  return { changed: true, pair, health };
 }

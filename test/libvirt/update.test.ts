@@ -30,7 +30,14 @@ import {
   trimPairs,
   volumeFor,
 } from '../../src/libvirt/pairs.js';
-import { domainAccel, lastDrainLine } from '../../src/libvirt/update.js';
+import {
+  type BootProbe,
+  bootFailure,
+  domainAccel,
+  lastDrainLine,
+  rebootEvents,
+  watchBoot,
+} from '../../src/libvirt/update.js';
 import { renderTree } from '../../src/render/index.js';
 import { repoRoot, tempDir } from '../helpers.js';
 
@@ -295,5 +302,68 @@ describe('drain', () => {
     ).toBe('still running: 1 job container(s); 30 s left');
     expect(lastDrainLine('nothing\n')).toBeUndefined();
     expect(readFileSync(script, 'utf8')).toMatch(/kill -QUIT "\$pid"/);
+  });
+});
+
+describe('a broken image fails fast: the health wait sees a failed boot within seconds', () => {
+  const panic =
+    '[    2.1] Kernel panic - not syncing: VFS: Unable to mount root fs on "/dev/vda" or unknown-block(254,0)';
+  it('bootFailure: a kernel panic in the serial log, a domain not running, repeated resets', () => {
+    expect(bootFailure({ state: 'running', reboots: 0, serialLog: `boot\n${panic}\n` })).toBe(
+      'the kernel panicked: Kernel panic - not syncing: VFS: Unable to mount root fs on "/dev/vda" or unknown-block(254,0)',
+    );
+    expect(bootFailure({ state: 'shut off', reboots: 0 })).toBe('the domain is shut off instead of running');
+    expect(bootFailure({ state: 'crashed', reboots: 0 })).toMatch(/crashed instead of running/);
+    expect(bootFailure({ state: 'running', reboots: 2 })).toMatch(/reset itself 2 times .*crash loop/);
+    expect(
+      bootFailure({ state: 'running', reboots: 1, serialLog: 'systemd[1]: Started docker.service\n' }),
+    ).toBe(undefined);
+  });
+
+  it("counts virsh event's reboot lines", () => {
+    const out = "event 'reboot' for domain 'edge'\nevent 'reboot' for domain 'edge'\nevents received: 2\n";
+    expect(rebootEvents(out)).toBe(2);
+    expect(rebootEvents('event loop timed out\nevents received: 0\n')).toBe(0);
+  });
+
+  const unhealthy = { healthy: false, reasons: ['the guest agent does not answer'], reachable: false };
+  const probe = (o: Partial<{ serial: () => string; state: string; reboots: number[] }>): BootProbe => {
+    const resets = [...(o.reboots ?? [])];
+    return {
+      health: async () => unhealthy,
+      state: async () => o.state ?? 'running',
+      serialLog: () => o.serial?.() ?? '',
+      reboots: async () => resets.shift() ?? 0,
+    };
+  };
+
+  it('a panicking image is given up at once, not after the health timeout', async () => {
+    const t0 = Date.now();
+    const r = await watchBoot(probe({ serial: () => panic }), 600, undefined, 1);
+    expect(Date.now() - t0).toBeLessThan(2000);
+    expect(r.failure).toMatch(/the kernel panicked/);
+    expect(r.health.reasons[0]).toMatch(/the kernel panicked/);
+  });
+
+  it('a remote host without the serial log: a crash loop (resets) is seen within a few listens', async () => {
+    const t0 = Date.now();
+    const r = await watchBoot(probe({ reboots: [0, 2] }), 600, undefined, 1);
+    expect(r.failure).toMatch(/reset itself 2 times/);
+    expect(Date.now() - t0).toBeLessThan(5000);
+    const off = await watchBoot(probe({ state: 'shut off' }), 600, undefined, 1);
+    expect(off.failure).toMatch(/shut off/);
+  });
+
+  it('a boot that is merely slow waits for its health up to the timeout', async () => {
+    let n = 0;
+    const slow: BootProbe = {
+      ...probe({}),
+      health: async () => (++n >= 3 ? { healthy: true, reasons: [], reachable: true } : unhealthy),
+    };
+    const r = await watchBoot(slow, 600, undefined, 1);
+    expect(r).toEqual({ health: { healthy: true, reasons: [], reachable: true } });
+    const never = await watchBoot(probe({}), 1, undefined, 1);
+    expect(never.failure).toBeUndefined();
+    expect(never.health.healthy).toBe(false);
   });
 });
