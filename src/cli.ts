@@ -32,9 +32,24 @@ import {
   loadAppliance,
   parseSize,
 } from './config/index.js';
+import { sha256File } from './digest.js';
 import { createDataDisk, formatDiskInfo, growDataDisk, inspectDataDisk } from './disk/index.js';
 import { formatFindings, runDoctor } from './doctor/index.js';
 import { ApplianceError, ExitCode, isApplianceError } from './errors.js';
+import {
+  applyFleet,
+  type FleetMember,
+  fleetJsonSchema,
+  fleetMembers,
+  fleetStatus,
+  formatPlan as formatFleetPlan,
+  formatFleetStatus,
+  formatSummary,
+  type HostOps,
+  loadFleet,
+  planFleet,
+  type VmReport,
+} from './fleet/index.js';
 import { inputDir, inputFile, outputDir, outputFile, readInputFile, writeOutput } from './fsguard.js';
 import {
   type Accel,
@@ -53,6 +68,7 @@ import {
   defaultConnectUri,
   defaultNetworkGateway,
   defineVm,
+  deployVm,
   destroyVm,
   domainXml,
   drainMarginSeconds,
@@ -66,6 +82,7 @@ import {
   stopVm,
   undefineVm,
   updateVm,
+  type VmStatus,
   vmStatus,
 } from './libvirt/index.js';
 import { info, isVerbose, setVerbose } from './log.js';
@@ -656,6 +673,186 @@ simple('console', 'attach to the serial console (Ctrl-] leaves)').action(
   },
 );
 
+/**
+ * The kernel and root filesystem a command boots: --kernel/--rootfs, else what an --artifacts
+ * folder ('appliance build') holds, per its manifest.json; both must be readable files.
+ */
+function imageFiles(o: { artifacts?: string; kernel?: string; rootfs?: string }): {
+  kernel: string;
+  rootfs: string;
+  arch?: Arch;
+} {
+  let { kernel, rootfs } = o;
+  let arch: Arch | undefined;
+  if (o.artifacts) {
+    const manifestPath = join(o.artifacts, 'manifest.json');
+    let manifest: { arch?: Arch; files?: { name: string }[] };
+    try {
+      manifest = JSON.parse(readInputFile('artifacts manifest', manifestPath).toString('utf8'));
+    } catch {
+      throw new ApplianceError(`${manifestPath} is missing or not JSON`, {
+        hint: "pass the artifacts folder 'appliance build' wrote",
+      });
+    }
+    const names = (manifest.files ?? []).map((f) => f.name);
+    kernel ??= join(o.artifacts, names.find((n) => n === 'bzImage' || n === 'Image') ?? 'bzImage');
+    rootfs ??= join(o.artifacts, 'rootfs.squashfs');
+    arch = manifest.arch;
+  }
+  if (!kernel || !rootfs)
+    throw new ApplianceError('no image to boot', {
+      hint: 'pass --kernel and --rootfs, or --artifacts DIR',
+    });
+  inputFile('kernel', kernel, 'pass --kernel, or an --artifacts folder that holds one');
+  inputFile('root filesystem', rootfs, 'pass --rootfs, or an --artifacts folder that holds one');
+  return { kernel, rootfs, arch };
+}
+
+const fleet = program
+  .command('fleet')
+  .description('one image on several libvirt hosts (fleet.yaml): plan, rolling health-gated apply, status');
+const fleetOption = () =>
+  new Option(
+    '--fleet <file>',
+    'fleet.yaml: the hosts (uri, optional name, network|bridge, …)',
+  ).makeOptionMandatory();
+const fleetImageFlags = (cmd: Command) =>
+  cmd
+    .addOption(fleetOption())
+    .addOption(configOption())
+    .option('--artifacts <dir>', "a build's artifacts folder (manifest.json, kernel, rootfs.squashfs)")
+    .option('--kernel <file>', 'kernel image (instead of --artifacts)')
+    .option('--rootfs <file>', 'rootfs.squashfs (instead of --artifacts)')
+    .addOption(poolOption());
+type FleetFlags = {
+  fleet: string;
+  config?: string;
+  artifacts?: string;
+  kernel?: string;
+  rootfs?: string;
+  pool: string;
+  credential?: Credential[];
+  accel?: Accel | 'auto';
+  maxParallel?: number;
+  stopTimeout?: number;
+  json?: boolean;
+};
+/** The fleet's VMs (fleet.yaml + appliance.yaml), checked before anything connects. */
+function fleetTarget(o: FleetFlags) {
+  const base = loadAppliance(o.config);
+  return fleetMembers(base, loadFleet(o.fleet), o.fleet);
+}
+/** The per-host operations of the fleet stage, done with the libvirt stage. */
+function fleetOps(o: FleetFlags, files?: { kernel: string; rootfs: string }): HostOps {
+  const conn = (m: FleetMember) => connection(m.uri, m.entry.pool ?? o.pool);
+  const options = (m: FleetMember): DefineOptions => ({
+    kernel: files?.kernel ?? '',
+    rootfs: files?.rootfs ?? '',
+    credentials: [
+      ...(o.credential ?? []),
+      ...(m.entry.credential ? [{ name: m.config.runner.tokenCredential, file: m.entry.credential }] : []),
+    ],
+    network: m.entry.network ?? 'default',
+    bridge: m.entry.bridge,
+    gateway: m.config.vm.gateway,
+    filter: true,
+    accel: o.accel ?? 'auto',
+    cmdline: [],
+  });
+  return {
+    async status(m) {
+      await requireConnection(m.uri);
+      return (await vmStatus(m.config, conn(m), { health: true })) as VmReport & VmStatus;
+    },
+    async update(m, action) {
+      info(`fleet: ${action === 'define' ? 'defining' : 'updating'} ${m.name} on ${m.uri}`);
+      if (action === 'define') await deployVm(m.config, conn(m), options(m));
+      else await updateVm(m.config, conn(m), options(m), { stopTimeoutSeconds: o.stopTimeout });
+    },
+  };
+}
+fleetImageFlags(
+  fleet.command('plan').description('print, per host, the image it runs and what apply would do'),
+).action(async (o: FleetFlags) => {
+  const members = fleetTarget(o);
+  const files = imageFiles(o);
+  const image = await sha256File(files.rootfs);
+  process.stdout.write(formatFleetPlan(await planFleet(members, fleetOps(o, files), image), image));
+});
+fleetImageFlags(
+  fleet
+    .command('apply')
+    .description(
+      'bring every host to the image through the health-gated update, one at a time; stops at the first failure (that host is rolled back, the rest untouched)',
+    ),
+)
+  .option(
+    '--max-parallel <n>',
+    'update this many hosts at a time',
+    wholeNumber(
+      '--max-parallel',
+      'a whole number of hosts',
+      1,
+      64,
+      'pass how many hosts to update at a time, e.g. --max-parallel 2',
+    ),
+    1,
+  )
+  .option(
+    '--credential <name=file>',
+    'systemd credential for every VM, e.g. ssh.authorized_keys.root=/root/key.pub (repeatable)',
+    credential,
+    [],
+  )
+  .addOption(accelOption())
+  .addOption(
+    stopTimeoutOption('--stop-timeout', 'how long each host waits for the drained shutdown before forcing'),
+  )
+  .action(async (o: FleetFlags) => {
+    const members = fleetTarget(o);
+    const files = imageFiles(o);
+    for (const m of members) {
+      requireKernelArch(files.kernel, m.config.arch, 'arch in appliance.yaml');
+      if (m.entry.credential) inputFile(`credential of hosts[${m.index}]`, m.entry.credential);
+    }
+    for (const c of o.credential ?? []) inputFile(`--credential ${c.name}`, c.file);
+    const image = await sha256File(files.rootfs);
+    const result = await applyFleet(members, fleetOps(o, files), image, { maxParallel: o.maxParallel });
+    process.stdout.write(formatSummary(result));
+    if (!result.ok) {
+      const failed = result.hosts.find((h) => h.outcome === 'failed');
+      throw new ApplianceError(
+        `fleet apply stopped at ${failed?.member.name} on ${failed?.member.uri}: ${(failed?.error ?? '').split('\n')[0]}`,
+        {
+          exitCode: ExitCode.checkFailed,
+          hint: 'the hosts after it were not touched; fix the image and apply again',
+        },
+      );
+    }
+  });
+fleet
+  .command('status')
+  .description("print every host's VM: state, health and since when, image (rootfs sha256)")
+  .addOption(fleetOption())
+  .addOption(configOption())
+  .addOption(poolOption())
+  .option(
+    '--json',
+    'print a JSON list, per VM: uri, name, state, healthy, image, since (as vm status --json)',
+  )
+  .action(async (o: FleetFlags) => {
+    const reports = await fleetStatus(fleetTarget(o), fleetOps(o));
+    process.stdout.write(o.json ? `${JSON.stringify(reports, null, 2)}\n` : formatFleetStatus(reports));
+  });
+fleet
+  .command('schema')
+  .description('print the JSON Schema of fleet.yaml (or write it with --out)')
+  .addOption(outFileOption())
+  .action((opts: { out?: string }) => {
+    maybe(outputFile, '--out', opts.out);
+    writeOutput('--out', opts.out, `${JSON.stringify(fleetJsonSchema(), null, 2)}\n`);
+  });
+
 const buildFlags = (cmd: Command) =>
   cmd
     .addOption(configOption())
@@ -839,28 +1036,8 @@ program
         o.junit !== undefined && dirname(resolve(o.junit)) === outDir && !existsSync(outDir);
       if (o.junit !== undefined && !junitInNewOut) outputFile('--junit', o.junit);
       const config = loadAppliance(o.config);
-      let { kernel, rootfs } = o;
-      if (o.artifacts) {
-        const manifestPath = join(o.artifacts, 'manifest.json');
-        let manifest: { arch?: Arch; files?: { name: string }[] };
-        try {
-          manifest = JSON.parse(readInputFile('artifacts manifest', manifestPath).toString('utf8'));
-        } catch {
-          throw new ApplianceError(`${manifestPath} is missing or not JSON`, {
-            hint: "pass the artifacts folder 'appliance build' wrote",
-          });
-        }
-        const names = (manifest.files ?? []).map((f) => f.name);
-        kernel ??= join(o.artifacts, names.find((n) => n === 'bzImage' || n === 'Image') ?? 'bzImage');
-        rootfs ??= join(o.artifacts, 'rootfs.squashfs');
-        o.arch ??= manifest.arch;
-      }
-      if (!kernel || !rootfs)
-        throw new ApplianceError('no image to boot', {
-          hint: 'pass --kernel and --rootfs, or --artifacts DIR',
-        });
-      inputFile('kernel', kernel, 'pass --kernel, or an --artifacts folder that holds one');
-      inputFile('root filesystem', rootfs, 'pass --rootfs, or an --artifacts folder that holds one');
+      const { kernel, rootfs, arch } = imageFiles(o);
+      o.arch ??= arch;
       const report = await runSmoke(config, {
         kernel,
         rootfs,

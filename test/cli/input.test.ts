@@ -168,6 +168,15 @@ describe('numeric flags are validated before anything is done', () => {
       ],
       /--sha256 "abc" is not a sha256 of 64 hex digits/,
     ],
+    ...['0', '2x', '-1', '65'].map((n): [string[], RegExp] => [
+      ['fleet', 'apply', '--fleet', 'f.yaml', '--kernel', 'k', '--rootfs', 'r', '--max-parallel', n],
+      new RegExp(`--max-parallel "${n}" is not a whole number of hosts from 1 to 64`),
+    ]),
+    [
+      ['fleet', 'apply', '--fleet', 'f.yaml', '--kernel', 'k', '--rootfs', 'r', '--stop-timeout', '0'],
+      /--stop-timeout "0" is not a whole number of seconds from 1 to 86400/,
+    ],
+    [['fleet', 'status'], /required option '--fleet <file>' not specified/],
   ];
   for (const [args, pattern] of cases) it(args.join(' '), () => refused(args, pattern));
 });

@@ -4,7 +4,7 @@
  * failure leaving the rest untouched, --max-parallel, the same image again = nothing to do, the
  * summary; an unreachable host is reported, not a crash. Also fleet.schema.json is in sync.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseAppliance } from '../../src/config/index.js';
@@ -22,7 +22,7 @@ import {
   planFleet,
   type VmReport,
 } from '../../src/fleet/index.js';
-import { repoRoot } from '../helpers.js';
+import { repoRoot, runCliAsync, tempDir } from '../helpers.js';
 
 const base = parseAppliance('name: edge\nvm: {vcpus: 2, memory: 2G}\n', join(repoRoot, 'x.yaml'));
 const A = 'a'.repeat(64);
@@ -250,5 +250,52 @@ describe('fleet rollout', () => {
     expect(Object.keys(s[0] ?? {})).toEqual(
       expect.arrayContaining(['uri', 'name', 'state', 'healthy', 'image', 'since']),
     );
+  });
+});
+
+describe('fleet commands refuse bad input with one line, exit 2', () => {
+  const dir = tempDir('appliance-fleet-cli-');
+  const file = (name: string, text: string) => {
+    const f = join(dir, name);
+    writeFileSync(f, text);
+    return f;
+  };
+  const cases: [string[], RegExp][] = [
+    [
+      ['fleet', 'status', '--fleet', file('a.yaml', 'hosts:\n  - uri: qemu:///system\n    memory: lots\n')],
+      /^error: .*a\.yaml:3: hosts\[0\]\.memory: expected a size/,
+    ],
+    [
+      [
+        'fleet',
+        'plan',
+        '--fleet',
+        file('b.yaml', 'hosts:\n  - uri: qemu:///system\n  - uri: qemu:///system\n'),
+        '--kernel',
+        'k',
+        '--rootfs',
+        'r',
+      ],
+      /^error: .*b\.yaml:3: hosts\[1\]\.uri: the same VM as hosts\[0\]/,
+    ],
+    [['fleet', 'status', '--fleet', join(dir, 'missing.yaml')], /^error: --fleet .*missing\.yaml/],
+    [
+      ['fleet', 'plan', '--fleet', file('c.yaml', 'hosts:\n  - uri: qemu:///system\n')],
+      /^error: no image to boot: pass --kernel and --rootfs, or --artifacts DIR/,
+    ],
+  ];
+  for (const [args, pattern] of cases)
+    it(`${args.slice(0, 2).join(' ')} ${String(pattern)}`, async () => {
+      const r = await runCliAsync(args);
+      expect(r.status, r.stderr).toBe(2);
+      expect(r.stderr.trimEnd().split('\n'), r.stderr).toHaveLength(1);
+      expect(r.stderr).toMatch(pattern);
+      expect(r.stdout).toBe('');
+    });
+
+  it('fleet schema prints fleet.schema.json', async () => {
+    const r = await runCliAsync(['fleet', 'schema']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toBe(readFileSync(join(repoRoot, 'fleet.schema.json'), 'utf8'));
   });
 });
