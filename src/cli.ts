@@ -398,6 +398,7 @@ libvirtCmd
     '--gateway <ip>',
     `DHCP/DNS address the isolation filter lets through (default: vm.gateway, else ${defaultNetworkGateway} on libvirt's default network)`,
   )
+  .option('--gateway6 <ip>', 'IPv6 DNS server the isolation filter lets through (default: vm.gateway6, else none)')
   .option('--no-filter', 'do not attach the isolation filter')
   .option('--serial-log <path>', 'serial console log file')
   .option('--cmdline <word>', 'extra kernel command-line word (repeatable)', collect, [])
@@ -415,6 +416,7 @@ libvirtCmd
       network: string;
       bridge?: string;
       gateway?: string;
+      gateway6?: string;
       filter: boolean;
       serialLog?: string;
       cmdline: string[];
@@ -437,10 +439,12 @@ libvirtCmd
           network: opts.bridge
             ? { type: 'bridge', name: opts.bridge }
             : { type: 'network', name: opts.network },
-          gateway: filterGateway(config, {
+          ...filterGateway(config, {
             filter: opts.filter,
             gateway: opts.gateway,
-            fallback: !opts.bridge && opts.network === 'default' ? defaultNetworkGateway : undefined,
+            gateway6: opts.gateway6,
+            fallback:
+              !opts.bridge && opts.network === 'default' ? { gateway: defaultNetworkGateway } : undefined,
             where: opts.bridge ? `the LAN behind bridge ${opts.bridge}` : `network ${opts.network}`,
           }),
           serialLog: opts.serialLog ?? libvirtSerialLog(config.name),
@@ -463,11 +467,17 @@ libvirtCmd
     '--gateway <ip>',
     `gateway of the libvirt network (default: vm.gateway, else libvirt's default network's ${defaultNetworkGateway})`,
   )
-  .action((opts: { config?: string; out: string; gateway?: string }) => {
+  .option('--gateway6 <ip>', "IPv6 DNS server of the libvirt network (default: vm.gateway6, else none)")
+  .action((opts: { config?: string; out: string; gateway?: string; gateway6?: string }) => {
     outputDir('--out', opts.out, { refuseSystemRoots: true });
     const config = loadAppliance(opts.config);
-    const gateway = opts.gateway ?? config.vm.gateway ?? defaultNetworkGateway;
-    const result = writeTree(opts.out, libvirtTree(config, gateway), { kind: 'libvirt' });
+    const gateways = filterGateway(config, {
+      gateway: opts.gateway,
+      gateway6: opts.gateway6,
+      fallback: { gateway: defaultNetworkGateway },
+      where: "libvirt's default network",
+    });
+    const result = writeTree(opts.out, libvirtTree(config, gateways ?? {}), { kind: 'libvirt' });
     info(
       result.unchanged
         ? `${result.outDir} is up to date`
@@ -478,10 +488,18 @@ libvirtCmd
   .command('nwfilter')
   .description('print (or --out) the nwfilter XML that keeps the VM off the host LAN')
   .addOption(configOption())
+  .option('--ipv6', 'with DNS rules for an IPv6 gateway (parameter GATEWAY6) too (default when vm.gateway6 is set)')
+  .option('--ipv6-only', 'with DNS rules for an IPv6 gateway only (no GATEWAY parameter)')
   .addOption(outFileOption())
-  .action((opts: { config?: string; out?: string }) => {
+  .action((opts: { config?: string; out?: string; ipv6?: boolean; ipv6Only?: boolean }) => {
     maybe(outputFile, '--out', opts.out);
-    writeOutput('--out', opts.out, nwfilterXml(loadAppliance(opts.config)));
+    const config = loadAppliance(opts.config);
+    const v6 = opts.ipv6 || opts.ipv6Only || config.vm.gateway6 !== undefined;
+    const gateways = {
+      ...(opts.ipv6Only ? {} : { gateway: config.vm.gateway ?? defaultNetworkGateway }),
+      ...(v6 ? { gateway6: config.vm.gateway6 ?? '::' } : {}),
+    };
+    writeOutput('--out', opts.out, nwfilterXml(config, gateways));
   });
 
 const connectOption = () =>
@@ -541,6 +559,10 @@ const defineLike = (cmd: Command) =>
       '--gateway <ip>',
       'the DHCP/DNS address the isolation filter lets through (default: vm.gateway, else read from the network; needed with --bridge)',
     )
+    .option(
+      '--gateway6 <ip>',
+      "the IPv6 DNS server the isolation filter lets through (default: vm.gateway6, else the network's IPv6 address when neither gateway is given)",
+    )
     .option('--no-filter', 'do not attach the isolation filter')
     .option('--cmdline <word>', 'extra kernel command-line word (repeatable)', collect, [])
     .addOption(accelOption());
@@ -557,6 +579,7 @@ type DefineFlags = {
   network: string;
   bridge?: string;
   gateway?: string;
+  gateway6?: string;
   cmdline: string[];
   accel: Accel | 'auto';
 };
@@ -578,6 +601,7 @@ const defineOptions = (o: DefineFlags): DefineOptions => ({
   network: o.network,
   bridge: o.bridge,
   gateway: o.gateway,
+  gateway6: o.gateway6,
   filter: o.filter,
   accel: o.accel,
   cmdline: o.cmdline,

@@ -2,7 +2,7 @@
  * The one definition of appliance.yaml. Types, validation, appliance.schema.json and the
  * README's configuration reference are all derived from this schema.
  */
-import { isIPv4 } from 'node:net';
+import { isIPv4, isIPv6 } from 'node:net';
 import { z } from 'zod';
 import { shownValue } from '../fsguard.js';
 import { budgetProblem, parseIdle } from './budget.js';
@@ -13,6 +13,7 @@ import {
   durationPattern,
   imageReferencePattern,
   kernelOptionPattern,
+  parseCidr,
   parseIPv6Cidr,
   parseSize,
   regexProblem,
@@ -347,6 +348,20 @@ export const applianceSchema = z
             description:
               "IPv4 address of the VM's DHCP/DNS server (the libvirt network's or the LAN's gateway), the one private address the isolation filter lets the VM reach. Unset: `vm define` reads it from the libvirt network, `libvirt domain`/`render` use libvirt's default network's 192.168.122.1; with `--bridge` it must be given (or `--gateway`).",
           }),
+        gateway6: z
+          .string()
+          .superRefine((text, ctx) => {
+            if (!isIPv6(text) || text.includes('%'))
+              ctx.addIssue({
+                code: 'custom',
+                message: `expected an IPv6 address such as "2001:db8:1::1", got ${shown(text)}`,
+              });
+          })
+          .optional()
+          .meta({
+            description:
+              "IPv6 address of the VM's DNS server on an IPv6 network (the libvirt network's IPv6 address, or the LAN router's): the isolation filter lets DNS to it through, even when it is a unique local address. Unset: `vm define` reads it from the libvirt network when the network has an IPv6 address (and neither gateway is given); `libvirt domain`/`render` let no IPv6 DNS through unless `--gateway6` is given.",
+          }),
         healthTimeout: z
           .number()
           .int()
@@ -364,6 +379,24 @@ export const applianceSchema = z
       })
       .prefault({})
       .meta({ description: 'Virtual machine resources.' }),
+    network: z
+      .strictObject({
+        blockPrefixes: z
+          .array(
+            z.string().superRefine((text, ctx) => {
+              const { problem } = parseCidr(text);
+              if (problem) ctx.addIssue({ code: 'custom', message: `${problem}, got ${shown(text)}` });
+            }),
+          )
+          .max(256)
+          .default([])
+          .meta({
+            description:
+              'Extra destination prefixes (IPv4 or IPv6 CIDR, e.g. "2001:db8:42::/48", "203.0.113.0/24") the isolation filter drops, on top of the private, link-local, unique local and multicast ranges it always drops: a LAN with global IPv6 addresses (or public IPv4 ones) is otherwise reachable from the VM. DNS to the gateway passes even inside them.',
+          }),
+      })
+      .prefault({})
+      .meta({ description: "The VM's network isolation." }),
     ssh: z
       .strictObject({
         authorizedKeys: z

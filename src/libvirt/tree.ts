@@ -2,10 +2,10 @@
 import type { ApplianceConfig } from '../config/index.js';
 import { defaultImagePaths, libvirtSerialLog } from '../guest/index.js';
 import type { Tree } from '../tree.js';
-import { domainXml, filterName, nwfilterXml } from './xml.js';
+import { domainXml, type FilterGateways, filterName, nwfilterXml } from './xml.js';
 
 /** The committed libvirt/ folder: the default appliance's XML with the paths `vm define` uses. */
-export function libvirtTree(config: ApplianceConfig, gateway: string): Tree {
+export function libvirtTree(config: ApplianceConfig, gateways: FilterGateways): Tree {
   const paths = defaultImagePaths(config.name);
   const tree: Tree = new Map();
   for (const accel of ['kvm', 'tcg'] as const) {
@@ -19,11 +19,14 @@ export function libvirtTree(config: ApplianceConfig, gateway: string): Tree {
         { name: config.runner.tokenCredential, file: paths.credential(config.runner.tokenCredential) },
       ],
       network: { type: 'network', name: 'default' },
-      gateway,
+      ...gateways,
       serialLog: libvirtSerialLog(config.name),
     });
     tree.set(`${config.name}.${accel}.xml`, { content: Buffer.from(xml), mode: 0o644 });
   }
-  tree.set(`${filterName(config)}.nwfilter.xml`, { content: Buffer.from(nwfilterXml(config)), mode: 0o644 });
+  tree.set(`${filterName(config)}.nwfilter.xml`, {
+    content: Buffer.from(nwfilterXml(config, gateways)),
+    mode: 0o644,
+  });
   return tree;
 }

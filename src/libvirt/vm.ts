@@ -32,10 +32,12 @@ import { type Health, readHealth } from './health.js';
 import { type ImagePair, unusedImageVolumes } from './pairs.js';
 import {
   domainXml,
+  type FilterGateways,
   filterGateway,
   filterName,
+  hasGateway,
   type ImageDigests,
-  networkIPv4,
+  networkGateways,
   nwfilterXml,
   recordedDigests,
 } from './xml.js';
@@ -143,6 +145,8 @@ export interface DefineOptions {
   bridge?: string;
   /** The DHCP/DNS address the filter lets through (default: vm.gateway, then the network's address). */
   gateway?: string;
+  /** The IPv6 DNS server the filter lets through (default: vm.gateway6, then the network's IPv6 address). */
+  gateway6?: string;
   /** Attach the isolation filter (default true; a bridge needs a gateway from the flag or config). */
   filter?: boolean;
   accel: AccelChoice;
@@ -168,16 +172,19 @@ async function chooseAccel(
   return chooseAccelerator(config.arch, kernel, 'auto');
 }
 
-async function networkGateway(conn: Connection, network: string): Promise<string> {
+/** The network's IPv4 and IPv6 addresses (an IPv6-only network has only the second). */
+async function networkGateway(conn: Connection, network: string): Promise<FilterGateways> {
   const r = await virsh(conn, ['net-dumpxml', network], { allowFailure: true });
   if (r.exitCode !== 0)
     throw new ApplianceError(`libvirt network ${network} does not exist on ${conn.uri}`, {
       hint: 'pass --network NAME (virsh net-list --all)',
     });
-  const address = networkIPv4(r.stdout, `virsh net-dumpxml ${network} on ${conn.uri}`);
-  if (!address)
-    throw new ApplianceError(`libvirt network ${network} has no IPv4 address`, { hint: 'pass --gateway IP' });
-  return address;
+  const gateways = networkGateways(r.stdout, `virsh net-dumpxml ${network} on ${conn.uri}`);
+  if (!hasGateway(gateways))
+    throw new ApplianceError(`libvirt network ${network} has no IPv4 or IPv6 address`, {
+      hint: 'pass --gateway IP or --gateway6 IP',
+    });
+  return gateways;
 }
 
 export async function defineXml(conn: Connection, kind: 'domain' | 'nwfilter', xml: string): Promise<void> {
@@ -208,11 +215,12 @@ export async function defineVm(
   const rootfs = requireFile('--rootfs', o.rootfs);
   requireKernelArch(kernel, config.arch, 'arch in appliance.yaml');
   const accel = await chooseAccel(config, conn, o.accel, kernel);
-  const gateway = filterGateway(config, {
+  const gateways = filterGateway(config, {
     filter: o.filter,
     gateway: o.gateway,
+    gateway6: o.gateway6,
     fallback:
-      o.filter === false || o.gateway || config.vm.gateway || o.bridge
+      o.filter === false || o.gateway || config.vm.gateway || o.gateway6 || config.vm.gateway6 || o.bridge
         ? undefined
         : await networkGateway(conn, o.network),
     where: o.bridge ? `the LAN behind bridge ${o.bridge}` : `network ${o.network}`,
@@ -291,7 +299,7 @@ export async function defineVm(
     if (await volumeExists(conn, name)) await virsh(conn, ['vol-delete', '--pool', conn.pool, name]);
     credentials.push({ name: c.name, file: await uploadVolume(conn, name, file) });
   }
-  if (gateway) await defineXml(conn, 'nwfilter', nwfilterXml(config));
+  if (gateways) await defineXml(conn, 'nwfilter', nwfilterXml(config, gateways));
   const xml = domainXml(config, {
     arch: config.arch,
     accel,
@@ -301,7 +309,7 @@ export async function defineVm(
     dataDisk: dataPath,
     credentials,
     network: o.bridge ? { type: 'bridge', name: o.bridge } : { type: 'network', name: o.network },
-    gateway,
+    ...gateways,
     digests,
     pairs: boot?.pairs,
     serialLog: libvirtSerialLog(config.name),

@@ -1,9 +1,9 @@
 /** libvirt domain and nwfilter XML for an appliance (xmlbuilder2 escapes every value). */
-import { isIPv4 } from 'node:net';
+import { isIPv4, isIPv6 } from 'node:net';
 import { isAbsolute } from 'node:path';
 import { create } from 'xmlbuilder2';
 import type { XMLBuilder } from 'xmlbuilder2/lib/interfaces.js';
-import type { ApplianceConfig, Arch } from '../config/index.js';
+import { type ApplianceConfig, type Arch, parseCidr } from '../config/index.js';
 import { uuidV5 } from '../digest.js';
 import { ApplianceError, ExitCode } from '../errors.js';
 import { type Accel, guestAgentChannel, guestMachine, kernelCmdline, memoryMiB } from '../guest/index.js';
@@ -19,8 +19,10 @@ export interface DomainOptions {
   credentials: { name: string; file: string }[];
   /** A libvirt network name, or a host bridge. */
   network: { type: 'network' | 'bridge'; name: string };
-  /** Attach the isolation filter with this gateway (the network's DHCP/DNS server); none: no filter. */
+  /** Attach the isolation filter with this IPv4 gateway (the network's DHCP/DNS server). */
   gateway?: string;
+  /** Attach the isolation filter with this IPv6 DNS server; neither gateway: no filter. */
+  gateway6?: string;
   /** sha256 of the image files behind kernel/initrd/rootfs, recorded in the domain's metadata. */
   digests?: ImageDigests;
   /** The image pairs `vm update` keeps, newest first (the booted one among them), recorded in the metadata. */
@@ -268,14 +270,25 @@ function writeImageMetadata(images: XMLBuilder, digests: ImageDigests, pairs: Im
 
 /** The IPv4 address of a libvirt network (its first IPv4 `<ip address=…>`), from `net-dumpxml`. */
 export function networkIPv4(xml: string, what = 'the network XML'): string | undefined {
+  return networkGateways(xml, what).gateway;
+}
+
+/**
+ * The addresses of a libvirt network, as the filter's gateways: its first IPv4 `<ip address=…>`
+ * (gateway) and its first IPv6 one (gateway6, where libvirt's dnsmasq answers DNS), from `net-dumpxml`.
+ */
+export function networkGateways(xml: string, what = 'the network XML'): FilterGateways {
   const network = parseLibvirtXml(xml, 'network', what);
+  const out: FilterGateways = {};
   for (const n of elements(network, named('ip'))) {
     const el = elementOf(n);
-    const family = el?.getAttribute('family') ?? 'ipv4';
+    const family = el?.getAttribute('family')?.trim() || 'ipv4';
     const address = el?.getAttribute('address')?.trim();
-    if (family === 'ipv4' && address && isIPv4(address)) return address;
+    if (!address) continue;
+    if (family === 'ipv4' && isIPv4(address)) out.gateway ??= address;
+    if (family === 'ipv6' && isIPv6(address)) out.gateway6 ??= address;
   }
-  return undefined;
+  return out;
 }
 
 /** The host files a domain XML boots from and attaches: kernel, initrd and each disk's source file. */
@@ -300,21 +313,41 @@ export function domainFiles(xml: string, what = 'the domain XML'): string[] {
 export const defaultNetworkGateway = '192.168.122.1';
 
 /**
- * The gateway the isolation filter is attached with, or undefined for no filter (only when
- * asked with `filter: false`). Flag first, then `vm.gateway`, then `fallback` (what the caller
- * knows about the network); with none of them the filter cannot be built and this refuses.
+ * The DHCP/DNS servers the isolation filter lets the VM reach: an IPv4 `gateway` (filter
+ * parameter GATEWAY) and an IPv6 `gateway6` (GATEWAY6); the filter holds DNS rules only for those
+ * it is given.
+ */
+export interface FilterGateways {
+  gateway?: string;
+  gateway6?: string;
+}
+
+/** True when a filter is given at least one gateway. */
+export const hasGateway = (g: FilterGateways | undefined): g is FilterGateways =>
+  g !== undefined && (g.gateway !== undefined || g.gateway6 !== undefined);
+
+/**
+ * The gateways the isolation filter is attached with, or undefined for no filter (only when
+ * asked with `filter: false`). Flags first, then `vm.gateway`/`vm.gateway6`; only when neither
+ * family is given that way, `fallback` (what the caller knows about the network: both families);
+ * with none of them the filter cannot be built and this refuses.
  */
 export function filterGateway(
   config: Pick<ApplianceConfig, 'vm'>,
-  o: { filter?: boolean; gateway?: string; fallback?: string; where: string },
-): string | undefined {
+  o: { filter?: boolean; gateway?: string; gateway6?: string; fallback?: FilterGateways; where: string },
+): FilterGateways | undefined {
   if (o.filter === false) return undefined;
-  const gateway = o.gateway ?? config.vm.gateway ?? o.fallback;
-  if (gateway === undefined)
+  const given: FilterGateways = {};
+  const gateway = o.gateway ?? config.vm.gateway;
+  const gateway6 = o.gateway6 ?? config.vm.gateway6;
+  if (gateway !== undefined) given.gateway = gateway;
+  if (gateway6 !== undefined) given.gateway6 = gateway6;
+  const gateways = hasGateway(given) ? given : (o.fallback ?? {});
+  if (!hasGateway(gateways))
     throw new ApplianceError(`the isolation filter needs the DHCP/DNS address of ${o.where}`, {
-      hint: 'pass --gateway IP or set vm.gateway in the config (or --no-filter to attach none)',
+      hint: 'pass --gateway IP or set vm.gateway in the config (--gateway6/vm.gateway6 for an IPv6 DNS server; or --no-filter to attach none)',
     });
-  return gateway;
+  return gateways;
 }
 
 /** fw_cfg file names are at most 55 bytes. */
@@ -371,6 +404,11 @@ export function domainXml(config: ApplianceConfig, o: DomainOptions): string {
       hint: "pass the libvirt network's address, e.g. 192.168.122.1",
     });
   }
+  if (o.gateway6 !== undefined && (!isIPv6(o.gateway6) || o.gateway6.includes('%'))) {
+    throw new ApplianceError(`IPv6 gateway ${JSON.stringify(o.gateway6)} is not an IPv6 address`, {
+      hint: "pass the libvirt network's IPv6 address, e.g. 2001:db8:1::1",
+    });
+  }
   if (!/^[A-Za-z0-9_.:-]+$/.test(o.network.name))
     throw new ApplianceError(`network name ${JSON.stringify(o.network.name)} is not valid`);
   for (const word of o.cmdline ?? []) {
@@ -424,10 +462,11 @@ export function domainXml(config: ApplianceConfig, o: DomainOptions): string {
   const nic = dev.ele('interface', { type: o.network.type });
   nic.ele('source', o.network.type === 'network' ? { network: o.network.name } : { bridge: o.network.name });
   nic.ele('model', { type: 'virtio' });
-  if (o.gateway)
-    nic
-      .ele('filterref', { filter: filterName(config) })
-      .ele('parameter', { name: 'GATEWAY', value: o.gateway });
+  if (hasGateway(o)) {
+    const ref = nic.ele('filterref', { filter: filterName(config) });
+    if (o.gateway) ref.ele('parameter', { name: 'GATEWAY', value: o.gateway });
+    if (o.gateway6) ref.ele('parameter', { name: 'GATEWAY6', value: o.gateway6 });
+  }
   const serial = dev.ele('serial', { type: 'pty' });
   serial.ele('log', { file: o.serialLog, append: 'off' });
   serial.ele('target', x86 ? { type: 'isa-serial', port: '0' } : { port: '0' });
@@ -477,10 +516,15 @@ export const blockedIPv4: [string, number][] = [
   ['240.0.0.0', 4],
 ];
 
-/** IPv6 destinations the VM must not reach: unique local and link-local (after ND and DHCPv6 pass). */
+/**
+ * IPv6 destinations the VM must not reach: unique local, link-local, and multicast of every scope
+ * (site-local ff05:: among them) once ND, MLD and DHCPv6 have passed: the counterparts of the
+ * IPv4 private, link-local and multicast ranges.
+ */
 export const blockedIPv6: [string, number][] = [
   ['fc00::', 7],
   ['fe80::', 10],
+  ['ff00::', 8],
 ];
 
 /** ICMPv6 types conntrack does not track: MLD query/report/done, RS, RA, NS, NA, redirect, MLDv2 report. */
@@ -492,12 +536,19 @@ const icmpv6Untracked = ['130', '131', '132', '133', '134', '135', '136', '137',
  * rule is in libvirt's iptables/ip6tables layer (protocols `udp`, `tcp`, `all`, `icmpv6`, …),
  * which tracks connections: an inbound accept rule lets the VM's replies out before the drops.
  * (`<ip>`/`<ipv6>` rules would go to ebtables, which is stateless and drops the replies too.)
- * DHCP and DNS to the gateway, IPv6 neighbour discovery and DHCPv6 pass before the drops.
+ * DHCP and DNS to the gateway, IPv6 neighbour discovery, DHCPv6 and DNS to the IPv6 gateway
+ * pass before the drops; `network.blockPrefixes` are dropped after the built-in ranges.
+ * The DNS rules are there for the gateways given (parameters GATEWAY and GATEWAY6 of the
+ * domain's `<filterref>`: libvirt refuses to start a domain whose filter names a parameter it
+ * does not pass); with the IPv4 gateway only, the rules are those of the IPv4-only filter.
  * Needs iptables/ip6tables on the host and bridge netfilter (`br_netfilter`,
  * `net.bridge.bridge-nf-call-iptables=1`, `…-ip6tables=1`). Only attributes libvirt knows,
  * so `nwfilter-define --validate` accepts it.
  */
-export function nwfilterXml(config: Pick<ApplianceConfig, 'name'>): string {
+export function nwfilterXml(
+  config: Pick<ApplianceConfig, 'name' | 'network'>,
+  gateways: FilterGateways = { gateway: defaultNetworkGateway },
+): string {
   const doc = create({ version: '1.0' });
   const f = doc.ele('filter', { name: filterName(config), chain: 'root' });
   // A fixed UUID lets the filter be redefined (libvirt refuses a same-named filter with a new UUID).
@@ -506,15 +557,17 @@ export function nwfilterXml(config: Pick<ApplianceConfig, 'name'>): string {
   const rule = (
     action: 'accept' | 'drop',
     direction: 'in' | 'out',
-    proto: 'udp' | 'tcp' | 'all' | 'udp-ipv6' | 'icmpv6' | 'all-ipv6',
+    proto: 'udp' | 'tcp' | 'all' | 'udp-ipv6' | 'tcp-ipv6' | 'icmpv6' | 'all-ipv6',
     attrs: Record<string, string> = {},
     ruleAttrs: Record<string, string> = {},
   ) => f.ele('rule', { action, direction, priority: String(priority++), ...ruleAttrs }).ele(proto, attrs);
   // DHCP (client 68 → server 67, often broadcast); the server's answers are new inbound flows.
   rule('accept', 'out', 'udp', { srcportstart: '68', dstportstart: '67' });
   // DNS to the gateway only.
-  rule('accept', 'out', 'udp', { dstipaddr: '$GATEWAY', dstportstart: '53' });
-  rule('accept', 'out', 'tcp', { dstipaddr: '$GATEWAY', dstportstart: '53' });
+  if (gateways.gateway !== undefined) {
+    rule('accept', 'out', 'udp', { dstipaddr: '$GATEWAY', dstportstart: '53' });
+    rule('accept', 'out', 'tcp', { dstipaddr: '$GATEWAY', dstportstart: '53' });
+  }
   // Connections made to the VM (SSH, metrics): libvirt accepts them NEW/ESTABLISHED inbound and
   // lets the VM's ESTABLISHED replies out, ahead of the drops below.
   rule('accept', 'in', 'all');
@@ -526,11 +579,24 @@ export function nwfilterXml(config: Pick<ApplianceConfig, 'name'>): string {
     rule('accept', 'in', 'icmpv6', { type }, { statematch: 'false' });
   }
   rule('accept', 'out', 'udp-ipv6', { srcportstart: '546', dstportstart: '547' });
-  // Everything else the VM starts towards non-public space is dropped.
+  // DNS to the IPv6 gateway (on an IPv6 network, libvirt's dnsmasq on the network's address).
+  if (gateways.gateway6 !== undefined) {
+    rule('accept', 'out', 'udp-ipv6', { dstipaddr: '$GATEWAY6', dstportstart: '53' });
+    rule('accept', 'out', 'tcp-ipv6', { dstipaddr: '$GATEWAY6', dstportstart: '53' });
+  }
+  // Everything else the VM starts towards non-public space is dropped, then the extra prefixes.
   priority = 500;
   for (const [addr, mask] of blockedIPv4)
     rule('drop', 'out', 'all', { dstipaddr: addr, dstipmask: String(mask) });
   for (const [addr, mask] of blockedIPv6)
     rule('drop', 'out', 'all-ipv6', { dstipaddr: addr, dstipmask: String(mask) });
+  for (const text of config.network.blockPrefixes) {
+    const { cidr } = parseCidr(text);
+    if (!cidr) continue; // the schema refused it already
+    rule('drop', 'out', cidr.family === 'ipv4' ? 'all' : 'all-ipv6', {
+      dstipaddr: cidr.address,
+      dstipmask: String(cidr.prefix),
+    });
+  }
   return `${doc.end({ prettyPrint: true, headless: true })}\n`;
 }

@@ -136,6 +136,37 @@ const cases: [string, string, RegExp][] = [
     'runner:\n  executor: shell\n',
     /runner\.executor: expected one of "docker", got string "shell"/,
   ],
+  [
+    'a malformed block prefix',
+    'network:\n  blockPrefixes: ["2001:db8::/48", "2001:db8:zz::/48"]\n',
+    /:2: network\.blockPrefixes\[1\]: expected an IPv4 or IPv6 prefix such as .*, got "2001:db8:zz::\/48"/,
+  ],
+  [
+    'a block prefix without a length',
+    'network:\n  blockPrefixes: ["192.0.2.0"]\n',
+    /network\.blockPrefixes\[0\]: expected an IPv4 or IPv6 prefix .*, got "192\.0\.2\.0"/,
+  ],
+  [
+    'a block prefix with host bits set',
+    'network:\n  blockPrefixes: ["2001:db8:1::1/48"]\n',
+    /network\.blockPrefixes\[0\]: host bits are set beyond \/48 \(the network is 2001:db8:1::\/48\), got "2001:db8:1::1\/48"/,
+  ],
+  [
+    'an IPv4 block prefix with host bits set',
+    'network:\n  blockPrefixes: ["192.168.1.7/24"]\n',
+    /network\.blockPrefixes\[0\]: host bits are set beyond \/24 \(the network is 192\.168\.1\.0\/24\)/,
+  ],
+  [
+    'an IPv4 block prefix length out of range',
+    'network:\n  blockPrefixes: ["10.0.0.0/33"]\n',
+    /network\.blockPrefixes\[0\]: the prefix length must be 0-32 for IPv4, got \/33/,
+  ],
+  [
+    'an IPv6 block prefix length out of range',
+    'network:\n  blockPrefixes: ["2001:db8::/129"]\n',
+    /network\.blockPrefixes\[0\]: the prefix length must be 0-128 for IPv6, got \/129/,
+  ],
+  ['a vm.gateway6 that is not IPv6', 'vm:\n  gateway6: 10.0.0.1\n', /vm\.gateway6: expected an IPv6 address/],
 ];
 
 describe('bad appliance.yaml', () => {

@@ -117,27 +117,47 @@ export function standinTierMissing(): string | undefined {
   return undefined;
 }
 
-/** A libvirt network without <forward> (it never reaches the host's LAN) on `subnet`.0/24, gateway .1. */
-export function defineIsolatedNetwork(network: string, bridge: string, subnet: string, dir: string): void {
+/**
+ * A libvirt network without <forward> (it never reaches the host's LAN). With an IPv4 `subnet`
+ * ("192.168.237"): `subnet`.0/24, gateway .1, DHCP. With an IPv6 one (the first four words of a
+ * /64, "2001:db8:6:1"): IPv6 only, no IPv4 `<ip>` at all, gateway `subnet`::1, where libvirt's
+ * dnsmasq sends router advertisements and serves DHCPv6 (::100-::1ff) and DNS. `hosts` are DNS
+ * entries the network's dnsmasq answers.
+ */
+export function defineIsolatedNetwork(
+  network: string,
+  bridge: string,
+  subnet: string,
+  dir: string,
+  hosts: { ip: string; name: string }[] = [],
+): void {
   const netXml = join(dir, `${network}.xml`);
+  const ip = subnet.includes(':')
+    ? `<ip family="ipv6" address="${subnet}::1" prefix="64"><dhcp><range start="${subnet}::100" end="${subnet}::1ff"/></dhcp></ip>`
+    : `<ip address="${subnet}.1" netmask="255.255.255.0"><dhcp><range start="${subnet}.10" end="${subnet}.50"/></dhcp></ip>`;
+  const dns = hosts.length
+    ? `<dns>${hosts.map((h) => `<host ip="${h.ip}"><hostname>${h.name}</hostname></host>`).join('')}</dns>`
+    : '';
   writeFileSync(
     netXml,
-    `<network><name>${network}</name><bridge name="${bridge}" stp="on" delay="0"/>` +
-      `<ip address="${subnet}.1" netmask="255.255.255.0"><dhcp><range start="${subnet}.10" end="${subnet}.50"/></dhcp></ip></network>`,
+    `<network><name>${network}</name><bridge name="${bridge}" stp="on" delay="0"/>${dns}${ip}</network>`,
   );
   tierVirsh(['net-define', netXml]);
   tierVirsh(['net-start', network]);
 }
 
-/** Run `command` in the guest `domain` over SSH as root with `key`, at its DHCP lease address. */
+/**
+ * Run `command` in the guest `domain` over SSH as root with `key`, at its DHCP lease address
+ * (IPv4; on an IPv6-only network its DHCPv6 lease), with `input` on its stdin.
+ */
 export function guestSsh(
   domain: string,
   key: string,
   command: string,
+  input?: Buffer,
 ): { status: number | null; stdout: string; stderr: string } {
-  const ip = /(\d+\.\d+\.\d+\.\d+)\/\d+/.exec(
-    tierVirsh(['domifaddr', domain, '--source', 'lease'], true),
-  )?.[1];
+  const leases = tierVirsh(['domifaddr', domain, '--source', 'lease'], true);
+  const ip = /(\d+\.\d+\.\d+\.\d+)\/\d+/.exec(leases)?.[1] ?? /\bipv6\s+([0-9a-f:]+)\/\d+/i.exec(leases)?.[1];
   if (!ip) return { status: 255, stdout: '', stderr: 'no DHCP lease yet' };
   return spawnSync(
     'ssh',
@@ -155,7 +175,7 @@ export function guestSsh(
       `root@${ip}`,
       command,
     ],
-    { encoding: 'utf8', timeout: 90_000 },
+    { encoding: 'utf8', timeout: 90_000, input },
   );
 }
 

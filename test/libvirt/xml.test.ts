@@ -13,7 +13,9 @@ import {
   domainFiles,
   domainUuid,
   domainXml,
+  filterGateway,
   libvirtTree,
+  networkGateways,
   networkIPv4,
   nwfilterXml,
   recordedDigests,
@@ -96,6 +98,20 @@ describe.skipIf(noValidator)('virt-xml-validate accepts every variant', () => {
 
   it('the nwfilter', () => {
     const v = validate(nwfilterXml(config));
+    expect(v.ok, v.output).toBe(true);
+  });
+  it('the nwfilter with IPv6 and IPv4 block prefixes and both gateways, or the IPv6 one only', () => {
+    const blocking = parseAppliance(
+      'name: edge\nnetwork: {blockPrefixes: ["2001:db8:42::/48", "203.0.113.128/25"]}\n',
+      join(repoRoot, 'x.yaml'),
+    );
+    for (const gateways of [{ gateway: '10.0.0.1', gateway6: 'fd00::1' }, { gateway6: '2001:db8:1::1' }]) {
+      const v = validate(nwfilterXml(blocking, gateways));
+      expect(v.ok, v.output).toBe(true);
+    }
+  });
+  it('a domain attached with an IPv6 gateway only', () => {
+    const v = validate(domainXml(config, options({ gateway6: '2001:db8:1::1' })));
     expect(v.ok, v.output).toBe(true);
   });
 });
@@ -185,7 +201,7 @@ describe('odd values are escaped or refused, never emitted as invalid XML', () =
 
 describe('libvirt/ in the repository', () => {
   it('is the render of the default appliance.yaml', () => {
-    const tree = libvirtTree(loadAppliance(), '192.168.122.1');
+    const tree = libvirtTree(loadAppliance(), { gateway: '192.168.122.1' });
     expect(diffTree(join(repoRoot, 'libvirt'), tree)).toEqual({ changed: [], missing: [], extra: [] });
   });
   it('names the volumes vm define creates (one naming rule, imageVolumes)', () => {
@@ -236,6 +252,107 @@ describe('the isolation filter', () => {
     expect(before).toContain('<udp dstipaddr="$GATEWAY" dstportstart="53"/>');
     expect(before).toContain('<tcp dstipaddr="$GATEWAY" dstportstart="53"/>');
     expect(before).toContain('<icmpv6 type="135"/>');
+  });
+});
+
+describe('the isolation filter on IPv6 networks and with network.blockPrefixes', () => {
+  const blocking = parseAppliance(
+    'name: edge\nnetwork: {blockPrefixes: ["2001:db8:42::/48", "203.0.113.128/25", "2001:db8:6:bad::/64"]}\n',
+    join(repoRoot, 'x.yaml'),
+  );
+  const drops = (xml: string) => filterRules(xml).filter((r) => r.action === 'drop');
+  it('drops every block prefix, IPv4 and IPv6, after the built-in ranges and in the order given', () => {
+    const rules = drops(nwfilterXml(blocking));
+    const extra = rules.slice(-3).map((r) => r.body);
+    expect(extra).toEqual([
+      '<all-ipv6 dstipaddr="2001:db8:42::" dstipmask="48"/>',
+      '<all dstipaddr="203.0.113.128" dstipmask="25"/>',
+      '<all-ipv6 dstipaddr="2001:db8:6:bad::" dstipmask="64"/>',
+    ]);
+    expect(rules).toHaveLength(blockedIPv4.length + blockedIPv6.length + 3);
+    expect(Math.max(...rules.map((r) => r.priority))).toBeLessThanOrEqual(1000);
+  });
+  it('without block prefixes, only the built-in drops (the IPv4 rules unchanged)', () => {
+    expect(drops(nwfilterXml(config)).map((r) => r.body)).toEqual([
+      ...blockedIPv4.map(([a, m]) => `<all dstipaddr="${a}" dstipmask="${m}"/>`),
+      ...blockedIPv6.map(([a, m]) => `<all-ipv6 dstipaddr="${a}" dstipmask="${m}"/>`),
+    ]);
+  });
+  it('drops unique local, link-local and site (every) multicast IPv6 destinations', () => {
+    const bodies = drops(nwfilterXml(config)).map((r) => r.body);
+    expect(bodies).toContain('<all-ipv6 dstipaddr="fc00::" dstipmask="7"/>');
+    expect(bodies).toContain('<all-ipv6 dstipaddr="fe80::" dstipmask="10"/>');
+    expect(bodies).toContain('<all-ipv6 dstipaddr="ff00::" dstipmask="8"/>');
+  });
+  it('lets DNS to $GATEWAY6 through before the drops, and RA/NDP/MLD and DHCPv6 both ways', () => {
+    const rules = filterRules(nwfilterXml(blocking, { gateway6: '2001:db8:1::1' }));
+    const firstDrop = Math.min(...rules.filter((r) => r.action === 'drop').map((r) => r.priority));
+    const before = rules.filter((r) => r.priority < firstDrop && r.action === 'accept');
+    const out = before.filter((r) => r.direction === 'out').map((r) => r.body);
+    expect(out).toContain('<udp-ipv6 dstipaddr="$GATEWAY6" dstportstart="53"/>');
+    expect(out).toContain('<tcp-ipv6 dstipaddr="$GATEWAY6" dstportstart="53"/>');
+    expect(out).toContain('<udp-ipv6 srcportstart="546" dstportstart="547"/>');
+    // Router solicitation/advertisement, neighbour solicitation/advertisement, MLDv2 reports.
+    for (const type of ['133', '134', '135', '136', '143'])
+      for (const dir of ['in', 'out'])
+        expect(
+          before.some((r) => r.direction === dir && r.body === `<icmpv6 type="${type}"/>`),
+          `${dir} ${type}`,
+        ).toBe(true);
+    // No IPv4 gateway given: no rule names $GATEWAY (libvirt would refuse to start the domain).
+    expect(rules.map((r) => r.body).join('\n')).not.toContain('$GATEWAY"');
+  });
+  it('the IPv4-only filter (the default) names no $GATEWAY6; both gateways give both sets of DNS rules', () => {
+    expect(nwfilterXml(config)).not.toContain('$GATEWAY6');
+    const both = nwfilterXml(config, { gateway: '10.0.0.1', gateway6: 'fd00::1' });
+    expect(both).toContain('<udp dstipaddr="$GATEWAY" dstportstart="53"/>');
+    expect(both).toContain('<udp-ipv6 dstipaddr="$GATEWAY6" dstportstart="53"/>');
+  });
+  it('the domain passes GATEWAY6 (and GATEWAY when there is one) to the filter', () => {
+    const v6 = domainXml(config, options({ gateway6: '2001:db8:1::1' }));
+    expect(v6).toContain('<filterref filter="edge-isolate">');
+    expect(v6).toContain('<parameter name="GATEWAY6" value="2001:db8:1::1"/>');
+    expect(v6).not.toContain('name="GATEWAY"');
+    const both = domainXml(config, options({ gateway: '10.0.0.1', gateway6: 'fd00::1' }));
+    expect(both).toContain('<parameter name="GATEWAY" value="10.0.0.1"/>');
+    expect(both).toContain('<parameter name="GATEWAY6" value="fd00::1"/>');
+    expect(() => domainXml(config, options({ gateway6: '10.0.0.1' }))).toThrow(/is not an IPv6 address/);
+  });
+  it("reads both of a network's addresses; an IPv6-only network has only gateway6", () => {
+    const net = (ips: string) => `<network><name>n</name>${ips}</network>`;
+    expect(networkGateways(net(`<ip family='ipv6' address='2001:db8:1::1' prefix='64'/>`))).toEqual({
+      gateway6: '2001:db8:1::1',
+    });
+    expect(
+      networkGateways(
+        net(
+          `<ip address='10.7.0.1' netmask='255.255.255.0'/><ip family='ipv6' address='fd00:7::1' prefix='64'/>`,
+        ),
+      ),
+    ).toEqual({ gateway: '10.7.0.1', gateway6: 'fd00:7::1' });
+  });
+  it('takes the gateways from flags or config first, then from the network (both families)', () => {
+    const where = 'network n';
+    const fallback = { gateway: '10.7.0.1', gateway6: 'fd00:7::1' };
+    expect(filterGateway(config, { fallback, where })).toEqual(fallback);
+    expect(filterGateway(config, { gateway6: '2001:db8::1', fallback, where })).toEqual({
+      gateway6: '2001:db8::1',
+    });
+    const withV6 = parseAppliance('name: edge\nvm: {gateway6: "2001:db8::53"}\n', join(repoRoot, 'x.yaml'));
+    expect(filterGateway(withV6, { gateway: '10.0.0.1', where })).toEqual({
+      gateway: '10.0.0.1',
+      gateway6: '2001:db8::53',
+    });
+    expect(filterGateway(config, { filter: false, fallback, where })).toBeUndefined();
+    expect(() => filterGateway(config, { fallback: {}, where })).toThrow(
+      /needs the DHCP\/DNS address of network n/,
+    );
+  });
+  it('libvirt domain --gateway6 attaches the filter with GATEWAY6', () => {
+    const r = runCli(['libvirt', 'domain', '--network', 'v6only', '--gateway6', '2001:db8:1::1']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain('<parameter name="GATEWAY6" value="2001:db8:1::1"/>');
+    expect(r.stdout).not.toContain('name="GATEWAY"');
   });
 });
 
