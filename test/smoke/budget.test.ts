@@ -6,7 +6,7 @@
  *      container using a volume; BuildKit's GC and the volume cleanup bring the disk back under
  *      the budget without touching the container, its image or its volume. With a real docuum in
  *      the image, imported images past docuum's threshold are evicted as well (else skipped).
- *   2. the data disk is filled to 100 % and the VM powered off; it boots again to multi-user,
+ *   2. the data disk is filled to 100 % and the VM's power cut; it boots again to multi-user,
  *      answers SSH, Docker works, and the volume cleanup timer frees the disk.
  */
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -62,7 +62,7 @@ describe.skipIf(skip)('the data disk budget on the stand-in image (TCG)', () => 
   let input: BootInput;
   let prepared: Prepared;
   let vm: Booted | undefined;
-  /** The data disk overlay the first boot wrote, once it was filled to 100 % and powered off. */
+  /** The data disk overlay the first boot wrote, once it was filled to 100 % and the power cut. */
   let fullDisk: string | undefined;
 
   /** Run `command` in the guest as root; fails the test on a non-zero exit unless `ok` says otherwise. */
@@ -206,7 +206,8 @@ describe.skipIf(skip)('the data disk budget on the stand-in image (TCG)', () => 
       // runs by itself after builds.
       const tEnforce = Date.now();
       const cleanup = await sh(
-        'systemctl start appliance-volume-cleanup.service; journalctl -u appliance-volume-cleanup.service -o cat --no-pager | tail -n 5',
+        // Only this run's lines: systemd's own start/finish/CPU lines come between them.
+        'systemctl start appliance-volume-cleanup.service; journalctl -u appliance-volume-cleanup.service -o cat --no-pager _SYSTEMD_INVOCATION_ID=$(systemctl show -p InvocationID --value appliance-volume-cleanup.service)',
         180,
       );
       expect(cleanup.stdout).toMatch(/removed old-1/);
@@ -290,7 +291,7 @@ describe.skipIf(skip)('the data disk budget on the stand-in image (TCG)', () => 
     async () => {
       if (!vm) throw new Error('the first boot did not come up');
       // Fill the disk as root (the ext4 reserve included) through a volume that the state file
-      // says was last used 2 h ago, then power off cleanly.
+      // says was last used 2 h ago, then cut the power.
       await sh(
         [
           'systemctl stop appliance-volume-cleanup.timer',
@@ -307,15 +308,11 @@ describe.skipIf(skip)('the data disk budget on the stand-in image (TCG)', () => 
         true,
       );
       const full = (await sh('df -B1 --output=avail,pcent /data | tail -n 1', 30)).stdout.trim();
-      log(`before power-off: /data avail/use ${full}`);
+      log(`before the power cut: /data avail/use ${full}`);
       expect(full).toMatch(/^0\s+100%$/);
-      const tOff = Date.now();
-      await sh('systemctl poweroff', 30, true);
-      const exited = await Promise.race([
-        vm.vm.exited,
-        new Promise((r) => setTimeout(() => r('timeout'), 180_000)),
-      ]);
-      log(`power-off took ${since(tOff)} s (${exited})`);
+      // A power cut, not a clean power-off: the harder case (the journal is replayed on a full
+      // file system), and a clean one took 100 s of stop jobs under TCG.
+      await sh('sync', 60);
       vm.client.end();
       await vm.vm.stop();
       vm = undefined;
