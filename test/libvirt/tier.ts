@@ -193,3 +193,35 @@ export async function standinImages(dir: string): Promise<{ kernel: string; root
   copyFileSync(built.rootfs, images.rootfs);
   return images;
 }
+
+/**
+ * An sshd on 127.0.0.1:`port` that lets root in with a key made here, for qemu+ssh:// URIs that
+ * reach this machine's libvirtd as a remote host would. Returns its PID (kill it when done) and
+ * the URI (keyfile and no_verify in its query, so no known_hosts is needed).
+ */
+export async function startLocalSshd(dir: string, port: number): Promise<{ pid: number; uri: string }> {
+  execFileSync('mkdir', ['-p', dir, '/run/sshd']);
+  if (!existsSync(join(dir, 'key')))
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, 'key')]);
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, `hostkey-${port}`)]);
+  copyFileSync(join(dir, 'key.pub'), join(dir, 'authorized_keys'));
+  const config = join(dir, `sshd-${port}.conf`);
+  const pidFile = join(dir, `sshd-${port}.pid`);
+  writeFileSync(
+    config,
+    [
+      `Port ${port}`,
+      'ListenAddress 127.0.0.1',
+      `HostKey ${dir}/hostkey-${port}`,
+      'PermitRootLogin prohibit-password',
+      `AuthorizedKeysFile ${dir}/authorized_keys`,
+      `PidFile ${pidFile}`,
+      'StrictModes no',
+      '',
+    ].join('\n'),
+  );
+  execFileSync('/usr/sbin/sshd', ['-f', config]);
+  for (let i = 0; i < 50 && !existsSync(pidFile); i++) await new Promise((r) => setTimeout(r, 100));
+  const pid = Number(readFileSync(pidFile, 'utf8').trim());
+  return { pid, uri: `qemu+ssh://root@127.0.0.1:${port}/system?keyfile=${dir}/key&no_verify=1` };
+}
