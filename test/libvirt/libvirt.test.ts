@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultImagePaths, imageVolumes } from '../../src/guest/index.js';
 import { recordedDigests } from '../../src/libvirt/index.js';
 import { commandExists, execAsync, repoRoot, runCli, runCliAsync, skipReason, tempDir } from '../helpers.js';
-import { removeTierObjects, startTier, stopTier, type TierDaemons } from './tier.js';
+import { removeTierObjects, startLocalSshd, startTier, stopTier, type TierDaemons } from './tier.js';
 
 const uri = 'qemu:///system';
 const tag = `ratest${process.pid}`;
@@ -345,31 +345,11 @@ describe.skipIf(skip)('libvirt tier', () => {
       process.stderr.write('\n[skip] qemu+ssh part: /usr/sbin/sshd is not installed (openssh-server)\n');
       return;
     }
-    const dir = tempDir('appliance-ssh-');
-    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, 'key')]);
-    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, 'hostkey')]);
-    execFileSync('cp', [join(dir, 'key.pub'), join(dir, 'authorized_keys')]);
-    const port = 20000 + (process.pid % 20000);
-    writeFileSync(
-      join(dir, 'sshd_config'),
-      [
-        `Port ${port}`,
-        'ListenAddress 127.0.0.1',
-        `HostKey ${dir}/hostkey`,
-        'PermitRootLogin prohibit-password',
-        `AuthorizedKeysFile ${dir}/authorized_keys`,
-        `PidFile ${dir}/sshd.pid`,
-        'StrictModes no',
-        '',
-      ].join('\n'),
+    const { pid: sshd, uri: remote } = await startLocalSshd(
+      tempDir('appliance-ssh-'),
+      20000 + (process.pid % 20000),
     );
-    execFileSync('mkdir', ['-p', '/run/sshd']);
-    execFileSync('/usr/sbin/sshd', ['-f', join(dir, 'sshd_config')]);
-    for (let i = 0; i < 50 && !existsSync(join(dir, 'sshd.pid')); i++)
-      await new Promise((r) => setTimeout(r, 100));
-    const sshd = Number(readFileSync(join(dir, 'sshd.pid'), 'utf8').trim());
     try {
-      const remote = `qemu+ssh://root@127.0.0.1:${port}/system?keyfile=${dir}/key&no_verify=1`;
       const name = `${tag}-r`;
       const cfg = join(work, `${name}.yaml`);
       writeFileSync(cfg, `name: ${name}\nvm: {memory: 512M, vcpus: 1}\ndataDisk: {size: 1G}\n`);
