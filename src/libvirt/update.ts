@@ -227,7 +227,7 @@ export async function watchBoot(
   probe: BootProbe,
   timeoutSeconds: number,
   onProgress?: (h: Health, elapsedSeconds: number) => void,
-  listenSeconds = 3,
+  listenSeconds = 5,
 ): Promise<{ health: Health; failure?: string }> {
   const start = Date.now();
   const deadline = start + Math.max(0, timeoutSeconds) * 1000;

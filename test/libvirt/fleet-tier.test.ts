@@ -12,8 +12,8 @@
  *    healthy on A, hosts 2 and 3 never touched (same domain XML, same QEMU process), exit 1.
  *    Meanwhile Docker is stopped on host 3: fleet status says healthy false with the reason, and
  *    true again once it is started.
- * 3. apply image B (A plus one file, an overlay-sized change) while host 1 runs a job: the job
- *    finishes before host 1 stops; all three healthy on B; fleet status --json says so.
+ * 3. apply image B (A plus one file, an overlay-sized change; 3 at a time) while host 1 runs a
+ *    job: the job finishes before host 1 stops; all three healthy on B; fleet status --json says so.
  * The marker survives every step on every data disk. Everything defined here is removed.
  */
 import { execFileSync } from 'node:child_process';
@@ -162,10 +162,10 @@ describe.skipIf(skip)('libvirt tier: fleet apply over three hosts', () => {
       uris.push(s.uri);
     }
     cfg = join(work, 'appliance.yaml');
-    // Health timeout 200 s (600 s under TCG: three TCG boots share 2 loaded cores); drain 90 s, enough for the 60 s job.
+    // Health timeout 300 s (900 s under TCG: three TCG boots share 2 cores with other jobs; a boot took 10 min here); drain 90 s, enough for the 60 s job.
     writeFileSync(
       cfg,
-      `name: ${names[0]}\nvm: {memory: 1G, vcpus: 1, healthTimeout: 200, keepImages: 2}\ndataDisk: {size: 1G}\nrunner: {drainTimeout: 90}\n`,
+      `name: ${names[0]}\nvm: {memory: 1G, vcpus: 1, healthTimeout: 300, keepImages: 2}\ndataDisk: {size: 1G}\nrunner: {drainTimeout: 90}\n`,
     );
     fleet = join(work, 'fleet.yaml');
     writeFileSync(
@@ -283,8 +283,8 @@ describe.skipIf(skip)('libvirt tier: fleet apply over three hosts', () => {
 
     // --- 3. image B while host 1 runs a job: it finishes before host 1 stops
     await startJob(0);
-    const toB = await apply(b);
-    step('apply B (drained job on host 1, three updates)');
+    const toB = await apply(b, ['--max-parallel', '3']);
+    step('apply B (drained job on host 1, three updates, three at a time)');
     expect(toB.status, `${toB.stderr}\n--- serial a ---\n${serial(0)}`).toBe(0);
     expect(toB.stderr).toMatch(/the runner takes no new jobs and gets up to 90 s/);
     expect(toB.stderr).toMatch(/draining .*: (still running: .*s left|the guest is shutting down)/);
