@@ -31,6 +31,7 @@ import {
   formatSize,
   loadAppliance,
   parseSize,
+  platformTargets,
 } from './config/index.js';
 import { sha256File } from './digest.js';
 import { createDataDisk, formatDiskInfo, growDataDisk, inspectDataDisk } from './disk/index.js';
@@ -50,7 +51,15 @@ import {
   planFleet,
   type VmReport,
 } from './fleet/index.js';
-import { inputDir, inputFile, outputDir, outputFile, readInputFile, writeOutput } from './fsguard.js';
+import {
+  inputDir,
+  inputFile,
+  outputDir,
+  outputFile,
+  readInputFile,
+  shownValue,
+  writeOutput,
+} from './fsguard.js';
 import {
   type Accel,
   type AccelChoice,
@@ -997,6 +1006,21 @@ program
     },
   );
 
+/** `--platform-image PLATFORM=TAR`, repeatable: one test image per Docker platform. */
+function platformImage(value: string, previous: Record<string, string> = {}): Record<string, string> {
+  const at = value.indexOf('=');
+  const platform = value.slice(0, at);
+  if (at <= 0 || at === value.length - 1 || !platformTargets[platform])
+    throw new ApplianceError(`--platform-image ${shownValue(value)} is not PLATFORM=TAR`, {
+      hint: `PLATFORM is one of ${Object.keys(platformTargets).join(', ')}, e.g. --platform-image linux/arm64=busybox-arm64.tar`,
+    });
+  if (previous[platform])
+    throw new ApplianceError(`--platform-image ${platform} is given twice`, {
+      hint: 'pass one image per platform',
+    });
+  return { ...previous, [platform]: value.slice(at + 1) };
+}
+
 program
   .command('smoke')
   .description(
@@ -1024,6 +1048,11 @@ program
     'rootfs tarball imported as the test container image (default: made from a static busybox)',
   )
   .option(
+    '--platform-image <platform=tar>',
+    "a static busybox rootfs tarball of an emulated platform (multiarch checks; repeatable; test/fixtures/platform-images.sh makes them from Debian's busybox-static)",
+    platformImage,
+  )
+  .option(
     '--hold <seconds>',
     "keep the VM idle this long after the checks and record QEMU's memory in the timeline",
     seconds('--hold', 0, 3600),
@@ -1042,6 +1071,7 @@ program
       junit?: string;
       out: string;
       imageTar?: string;
+      platformImage?: Record<string, string>;
       arch?: Arch;
       hold?: number;
     }) => {
@@ -1053,6 +1083,8 @@ program
         ['--image-tar', o.imageTar],
       ] as const)
         maybe(inputFile, flag, path);
+      for (const [platform, path] of Object.entries(o.platformImage ?? {}))
+        inputFile(`--platform-image ${platform}`, path);
       maybe(inputDir, '--artifacts', o.artifacts);
       const outDir = outputDir('--out', o.out, { refuseSystemRoots: true });
       // A report directly inside a --out folder that smoke is about to create cannot clash yet.
@@ -1072,6 +1104,7 @@ program
         junit: o.junit,
         outDir: o.out,
         imageTar: o.imageTar,
+        platformImages: o.platformImage,
         arch: o.arch,
         holdSeconds: o.hold,
       });

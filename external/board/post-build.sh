@@ -9,3 +9,8 @@ mkdir -p "${TARGET_DIR}/data"
 if [ ! -e "${TARGET_DIR}/etc/machine-id" ]; then
 	: >"${TARGET_DIR}/etc/machine-id"
 fi
+
+# root's Docker CLI configuration lives in /run (tmpfiles.d makes the folder): the root is
+# read-only, and `docker buildx` writes its state under ~/.docker.
+mkdir -p "${TARGET_DIR}/root"
+ln -sfn /run/root-docker "${TARGET_DIR}/root/.docker"

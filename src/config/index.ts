@@ -18,6 +18,7 @@ export {
   emulatedPlatforms,
   emulatedTargets,
   emulatorPath,
+  nativePlatform,
   platformTargets,
 } from './multiarch.js';
 export { configReferenceMarkdown } from './reference.js';

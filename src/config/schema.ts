@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { shownValue } from '../fsguard.js';
 import { budgetProblem, parseIdle } from './budget.js';
 import { kernelVersionProblem } from './kernel.js';
+import { emulateProblem } from './multiarch.js';
 import {
   buildrootSymbolPattern,
   docuumThresholdPattern,
@@ -246,6 +247,15 @@ export const applianceSchema = z
       })
       .prefault({})
       .meta({ description: 'Docker daemon options (daemon.json).' }),
+    multiarch: z
+      .strictObject({
+        emulate: z.array(z.string()).optional().meta({
+          description:
+            'Foreign platforms, as Docker names them, whose containers run through statically linked QEMU user-mode emulators registered at boot (binfmt_misc, F flag), unprivileged and with nothing extra in the image; `docker buildx build --platform` builds for them with the default builder. Unset: [linux/arm64, linux/arm/v7] on an x86_64 appliance, [linux/amd64, linux/arm/v7] on an aarch64 one; [] turns emulation off.',
+        }),
+      })
+      .prefault({})
+      .meta({ description: 'Containers of other platforms (QEMU user-mode emulation).' }),
     docuum: z
       .strictObject({
         threshold: matching(docuumThresholdPattern, 'a size such as "10 GB" or a percentage such as "80%"')
@@ -451,6 +461,12 @@ export const applianceSchema = z
     }),
   })
   .superRefine((settings, ctx) => refuseControlCharacters(settings, ctx))
+  .superRefine((settings, ctx) => {
+    settings.multiarch.emulate?.forEach((platform, i) => {
+      const problem = emulateProblem(platform, settings.arch);
+      if (problem) ctx.addIssue({ code: 'custom', path: ['multiarch', 'emulate', i], message: problem });
+    });
+  })
   .meta({
     title: 'runner-appliance',
     description: 'One appliance: a Buildroot VM running a GitLab Runner with Docker.',

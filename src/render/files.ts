@@ -7,6 +7,8 @@ import {
   type Arch,
   arches,
   defconfigName,
+  emulatedTargets,
+  emulatorPath,
   kernelHeadersSymbol,
   kernelVersionProblem,
 } from '../config/index.js';
@@ -59,7 +61,7 @@ export function defconfigSymbols(
   allPinned: boolean,
 ): [string, string][] {
   const ext = `$(BR2_EXTERNAL_${config.externalName}_PATH)`;
-  const overlays = overlayFolders(config).map((dir) => `${ext}/${dir}`);
+  const overlays = overlayFolders(config, arch).map((dir) => `${ext}/${dir}`);
   const lines: string[] = [
     ...board[arch].arch,
     'BR2_TOOLCHAIN_BUILDROOT_GLIBC=y',
@@ -93,7 +95,8 @@ export function defconfigSymbols(
     // The QEMU guest agent alone (no emulator): the host reads the appliance's health through it.
     'BR2_PACKAGE_QEMU=y',
     'BR2_PACKAGE_QEMU_GUEST_AGENT=y',
-    ...externalPackages.map((p) => `${packageSymbol(p)}=y`),
+    ...externalPackages.filter((p) => !p.optional).map((p) => `${packageSymbol(p)}=y`),
+    ...multiarchSymbols(config, arch),
     'BR2_TARGET_ROOTFS_SQUASHFS=y',
     'BR2_TARGET_ROOTFS_SQUASHFS4_ZSTD=y',
     'BR2_TARGET_ROOTFS_EXT2=n',
@@ -112,6 +115,21 @@ export function defconfigSymbols(
   return [...symbols];
 }
 
+/**
+ * The static QEMU user-mode emulators of an `arch` image's emulated platforms: our
+ * qemu-user-static package links them against static libraries, which Buildroot builds only with
+ * BR2_SHARED_STATIC_LIBS (BR2_STATIC_LIBS would make the whole system static).
+ */
+function multiarchSymbols(config: ApplianceConfig, arch: Arch): string[] {
+  const targets = emulatedTargets(config, arch);
+  if (targets.length === 0) return [];
+  return [
+    'BR2_SHARED_STATIC_LIBS=y',
+    'BR2_PACKAGE_QEMU_USER_STATIC=y',
+    ...targets.map((t) => `BR2_PACKAGE_QEMU_USER_STATIC_TARGET_${t.qemuTarget.toUpperCase()}=y`),
+  ];
+}
+
 function formatSymbolValue(value: boolean | number | string): string {
   if (value === true) return 'y';
   if (value === false) return 'n';
@@ -120,9 +138,29 @@ function formatSymbolValue(value: boolean | number | string): string {
   return quote(value);
 }
 
-/** The rootfs overlay folders of the tree, in the order Buildroot copies them: ours, then `overlays`. */
-export function overlayFolders(config: ApplianceConfig): string[] {
-  return [overlayDir, ...config.overlayDirs.map((_, i) => extraOverlayPath(config, i))];
+/**
+ * The rootfs overlay folders of an `arch` image (default: the appliance's), in the order
+ * Buildroot copies them: ours, the architecture's own (when it has files), then `overlays`.
+ */
+export function overlayFolders(config: ApplianceConfig, arch: Arch = config.arch): string[] {
+  const own = Object.keys(archOverlay(config, arch)).length > 0 ? [archOverlayDir(arch)] : [];
+  return [overlayDir, ...own, ...config.overlayDirs.map((_, i) => extraOverlayPath(config, i))];
+}
+
+/** The overlay folder of what differs between the architectures' images. */
+export const archOverlayDir = (arch: Arch) => `board/rootfs-overlay-${arch}`;
+
+/**
+ * The files of an architecture's own overlay: a binfmt.d entry per emulated QEMU target, read by
+ * systemd-binfmt at boot. F: the kernel opens the static emulator when the entry is registered,
+ * so a container of that platform runs without the emulator in its own root.
+ */
+function archOverlay(config: ApplianceConfig, arch: Arch): Record<string, string> {
+  const files: Record<string, string> = {};
+  for (const t of emulatedTargets(config, arch))
+    files[`usr/lib/binfmt.d/qemu-${t.qemuTarget}.conf`] =
+      `:qemu-${t.qemuTarget}:M::${t.magic}:${t.mask}:${emulatorPath(t)}:F\n`;
+  return files;
 }
 
 function extraOverlayPath(config: ApplianceConfig, index: number): string {
@@ -149,6 +187,9 @@ function docuumCommand(config: ApplianceConfig): string {
 function daemonJson(config: ApplianceConfig): Record<string, unknown> {
   return {
     'storage-driver': 'overlay2',
+    // The containerd image store: multi-platform images (a manifest list and each platform's
+    // layers) built by `docker buildx build --platform a,b` with the default builder.
+    features: { 'containerd-snapshotter': true },
     'exec-opts': ['native.cgroupdriver=systemd'],
     'log-driver': 'json-file',
     'log-opts': { 'max-size': config.docker.logMaxSize, 'max-file': '3' },
@@ -170,7 +211,7 @@ function tomlString(s: string): string {
 
 /** A package's folder from templates/package/: its .ejs files filled in, the others as they are. */
 function packageFiles(pkg: ExternalPackage, pins: HashPins, tree: Tree): boolean {
-  const archiveHash = pins[pkg.archive];
+  const archiveHash = pins[pkg.archive] ?? pkg.archiveHash;
   const dir = `package/${pkg.name}`;
   for (const file of readdirSync(join(templatesDir(), dir)).sort()) {
     const content = file.endsWith('.ejs')
@@ -252,6 +293,9 @@ export function buildTree(config: ApplianceConfig, pins: HashPins = {}): Tree {
     if (tree.has(target)) throw new Error(`template ${name} collides with static overlay file ${path}`);
     tree.set(target, { content: template(name, vars), mode: 0o644 });
   }
+  for (const arch of arches)
+    for (const [path, content] of Object.entries(archOverlay(config, arch)))
+      tree.set(`${archOverlayDir(arch)}/${path}`, { content: Buffer.from(content), mode: 0o644 });
   config.overlayDirs.forEach((dir, i) => {
     readFolder(dir, extraOverlayPath(config, i), tree);
   });

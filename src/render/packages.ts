@@ -17,6 +17,10 @@ export interface ExternalPackage {
   archive: string;
   /** Further values the package's templates use. */
   vars?: Record<string, string>;
+  /** The archive's sha256 when it is known without a download (another package's hash file). */
+  archiveHash?: string;
+  /** Enabled only in the defconfigs that ask for it (not with `=y` in every one). */
+  optional?: boolean;
 }
 
 const docuumVersion = '0.25.1';
@@ -34,6 +38,16 @@ export const externalPackages: readonly ExternalPackage[] = [
     archive: `gitlab-runner-current-${runnerVersion}-go2.tar.gz`,
     // Commit of the upstream v19.2.2 tag, shown by `gitlab-runner --version`.
     vars: { revision: '343288f1' },
+  },
+  {
+    // multiarch.emulate: QEMU's linux-user emulators, linked statically (Buildroot's qemu package
+    // links statically only when the whole system is). The release and the archive's hash are
+    // those of Buildroot 2026.02.3's package/qemu (qemu.hash: verified with its GPG signature).
+    name: 'qemu-user-static',
+    version: '10.2.0',
+    archive: 'qemu-10.2.0.tar.xz',
+    archiveHash: '9e30ad1b8b9f7b4463001582d1ab297f39cfccea5d08540c0ca6d6672785883a',
+    optional: true,
   },
 ];
 

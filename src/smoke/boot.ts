@@ -31,6 +31,7 @@ import {
   memoryMiB,
 } from '../guest/index.js';
 import { type BackgroundProcess, runCommand, startBackground, tail } from '../run/index.js';
+import { buildxPlatforms } from './checks.js';
 import { connectWithBackoff } from './ssh.js';
 
 /** A TCP port on 127.0.0.1 that nothing listens on at the moment of the call. */
@@ -70,6 +71,39 @@ async function defaultImageTar(work: string): Promise<string | undefined> {
   return undefined;
 }
 
+/**
+ * The build context of the two-platform buildx check: a Dockerfile that copies each platform's
+ * busybox (taken out of the --platform-image tarballs) and runs it, so that the emulated
+ * platform's step runs under its emulator during the build.
+ */
+async function buildContextTar(work: string, images: Record<string, string>): Promise<string> {
+  const dir = join(work, 'buildx-context');
+  mkdirSync(dir, { recursive: true });
+  for (const platform of buildxPlatforms) {
+    const from = join(work, `buildx-${platform.replaceAll('/', '-')}`);
+    mkdirSync(from, { recursive: true });
+    await runCommand('tar', ['-C', from, '-xf', images[platform] ?? '', './bin/busybox'], {
+      purpose: `taking busybox out of the ${platform} test image`,
+    });
+    copyFileSync(join(from, 'bin', 'busybox'), join(dir, `busybox-${platform.split('/')[1]}`));
+  }
+  writeFileSync(
+    join(dir, 'Dockerfile'),
+    [
+      'FROM scratch',
+      'ARG TARGETARCH',
+      'COPY busybox-$TARGETARCH /bin/busybox',
+      'RUN ["/bin/busybox", "sh", "-c", "/bin/busybox uname -m >/machine"]',
+      '',
+    ].join('\n'),
+  );
+  const tarball = join(work, 'buildx-context.tar');
+  await runCommand('tar', ['-C', dir, '--owner=0', '--group=0', '-cf', tarball, '.'], {
+    purpose: 'packing the buildx check context',
+  });
+  return tarball;
+}
+
 export interface BootInput {
   arch: Arch;
   kernel: string;
@@ -77,6 +111,8 @@ export interface BootInput {
   initrd?: string;
   dataDisk?: string;
   imageTar?: string;
+  /** Docker platform → rootfs tarball of a static busybox of that platform. */
+  platformImages?: Record<string, string>;
   accel: AccelChoice;
   extraCmdline?: string[];
   /** A scratch folder that the caller removes. */
@@ -89,6 +125,8 @@ export interface Prepared {
   keys: { private: string; publicFile: string };
   imageTar?: Buffer;
   noImageReason?: string;
+  platformImages: Record<string, Buffer>;
+  buildContext?: Buffer;
 }
 
 /** The data disk, the SSH key and the test image, made while `--accel auto` probes KVM. */
@@ -121,16 +159,26 @@ export async function prepare(config: ApplianceConfig, b: BootInput): Promise<Pr
     const tar = b.imageTar ?? (await defaultImageTar(b.work));
     return tar ? readFileSync(tar) : undefined;
   };
-  const [accel, data, imageTar] = await Promise.all([
+  const platformImages = b.platformImages ?? {};
+  const buildContext = async () =>
+    buildxPlatforms.every((p) => platformImages[p])
+      ? readFileSync(await buildContextTar(b.work, platformImages))
+      : undefined;
+  const [accel, data, imageTar, context] = await Promise.all([
     chooseAccelerator(b.arch, b.kernel, b.accel),
     dataDisk(),
     image(),
+    buildContext(),
   ]);
   return {
     accel,
     data,
     keys: keys(),
     imageTar,
+    platformImages: Object.fromEntries(
+      Object.entries(platformImages).map(([platform, path]) => [platform, readFileSync(path)]),
+    ),
+    buildContext: context,
     noImageReason: imageTar
       ? undefined
       : 'no static busybox on this host to make a test image (apt-get install busybox-static, or pass --image-tar)',

@@ -3,7 +3,7 @@
  * (runner.ts) starts every check as soon as SSH answers and the checks it depends on are done,
  * over one SSH connection. Adding a check is adding one entry here.
  */
-import type { ApplianceConfig } from '../config/index.js';
+import { type ApplianceConfig, platformTargets } from '../config/index.js';
 import type { ExecResult } from './ssh.js';
 
 export interface CheckContext {
@@ -12,6 +12,10 @@ export interface CheckContext {
   imageTar?: Buffer;
   /** Why there is no test image (shown when a check that needs it is skipped). */
   noImageReason?: string;
+  /** Docker platform → rootfs tarball of a static busybox of that platform (--platform-image). */
+  platformImages?: Readonly<Record<string, Buffer>>;
+  /** The build context (tar) of the two-platform buildx check, when both busybox images are given. */
+  buildContext?: Buffer;
 }
 
 export interface SmokeCheck {
@@ -78,6 +82,9 @@ function dockerDown(r: ExecResult): { skip: string } | undefined {
 
 const firstLine = (text: string) => text.trim().split('\n')[0] ?? '';
 
+/** What `docker info` reports as the storage driver with the containerd image store. */
+export const dockerStorageDriver = 'overlay2';
+
 /** The built-in checks, in report order. */
 export const builtinChecks: readonly SmokeCheck[] = [
   {
@@ -133,12 +140,16 @@ export const builtinChecks: readonly SmokeCheck[] = [
     },
   },
   {
-    name: 'containerd.state-on-tmpfs',
-    command: 'findmnt -n -o FSTYPE /var/lib/containerd',
-    judge: (r) =>
-      r.stdout.trim() === 'tmpfs'
+    // Docker's containerd image store keeps images in containerd's root: on the data disk.
+    name: 'data-disk.var-lib-containerd',
+    command: 'findmnt -n -o SOURCE,FSTYPE -T /var/lib/containerd; findmnt -n -o SOURCE /data',
+    judge: (r) => {
+      const [line, data] = r.stdout.trim().split('\n');
+      const [source, fstype] = (line ?? '').trim().split(/\s+/);
+      return fstype === 'ext4' && data && source?.startsWith(data.trim())
         ? undefined
-        : `/var/lib/containerd is ${r.stdout.trim() || 'not a mount'}, not tmpfs`,
+        : `/var/lib/containerd is on ${source ?? 'nothing'} (${fstype ?? '?'}), not on the data disk (${data?.trim() || 'not mounted'})`;
+    },
   },
   {
     // The gate of the checks that need Docker: docker.service's start job of this boot finished
@@ -153,13 +164,18 @@ export const builtinChecks: readonly SmokeCheck[] = [
   {
     // Asked when SSH answers (see whenDockerAnswers); fails, not skipped, when Docker is down.
     name: 'docker.info',
-    command: whenDockerAnswers("docker info --format '{{.Driver}} {{.CgroupVersion}}'"),
+    command: whenDockerAnswers(
+      "docker info --format '{{.Driver}} {{.CgroupVersion}} {{json .DriverStatus}}'",
+    ),
     timeout: 'deadline',
     judge: (r) => {
       if (r.code !== 0) return `docker info failed: ${firstLine(r.stderr)}`;
-      return r.stdout.trim() === 'overlay2 2'
+      const [driver, cgroup, ...status] = r.stdout.trim().split(' ');
+      if (`${driver} ${cgroup}` !== `${dockerStorageDriver} 2`)
+        return `docker reports storage driver and cgroup version "${driver} ${cgroup}", not "${dockerStorageDriver} 2"`;
+      return status.join(' ').includes('io.containerd.snapshotter.v1')
         ? undefined
-        : `docker reports storage driver and cgroup version "${r.stdout.trim()}", not "overlay2 2"`;
+        : `docker does not use the containerd image store (driver status ${status.join(' ') || 'empty'})`;
     },
   },
   {
@@ -258,4 +274,82 @@ export function configChecks(config: ApplianceConfig): SmokeCheck[] {
       return undefined;
     },
   }));
+}
+
+/** The platforms of the two-platform buildx check. */
+export const buildxPlatforms = ['linux/amd64', 'linux/arm64'] as const;
+
+/** Why a platform check has no image: how to give it one. */
+const noPlatformImage = (platform: string) => ({
+  skip: `no ${platform} test image: pass --platform-image ${platform}=TAR (test/fixtures/platform-images.sh makes one from Debian's busybox-static)`,
+});
+
+/**
+ * The checks of multiarch.emulate: per emulated platform, its busybox image imported (no
+ * registry) runs in an unprivileged container (no capabilities at all) and reports that
+ * platform's `uname -m`; and, when amd64 and arm64 are both available (one of them native), a
+ * `docker buildx build` for both with the default builder to an OCI tarball whose index lists
+ * both. Each starts when SSH answers and waits for Docker itself (whenDockerAnswers).
+ */
+export function platformChecks(emulated: readonly string[], native: string): SmokeCheck[] {
+  const checks: SmokeCheck[] = emulated.map((platform) => {
+    const machine = platformTargets[platform]?.machine ?? '?';
+    const tag = `appliance-smoke:${platform.replace(/^linux\//, '').replaceAll('/', '-')}`;
+    return {
+      name: `multiarch.run-${tag.slice('appliance-smoke:'.length)}`,
+      command: [
+        'image=$(mktemp) && cat >"$image"',
+        `docker import --platform ${platform} "$image" ${tag} >/dev/null`,
+        'rm -f "$image"',
+        `docker run --network none --cap-drop ALL --security-opt no-new-privileges --platform ${platform} ${tag} /bin/busybox uname -m`,
+      ].join('\n'),
+      timeout: 60,
+      dependsOn: ['docker.active'],
+      stdin: (ctx) => ctx.platformImages?.[platform] ?? noPlatformImage(platform),
+      judge: (r) => {
+        if (r.code !== 0)
+          return `the ${platform} container did not run (exit ${r.code}): ${r.stderr.trim().split('\n').pop() ?? ''}`;
+        return r.stdout.trim() === machine
+          ? undefined
+          : `the ${platform} container reports uname -m "${r.stdout.trim()}", not "${machine}"`;
+      },
+    };
+  });
+  if (buildxPlatforms.every((p) => p === native || emulated.includes(p)))
+    checks.push({
+      name: 'multiarch.buildx-two-platforms',
+      command: [
+        'dir=$(mktemp -d) && cat >"$dir/context.tar"',
+        `docker buildx build -q --platform ${buildxPlatforms.join(',')} --output type=oci,dest="$dir/image.tar" - <"$dir/context.tar" >/dev/null || exit`,
+        // index.json, then every blob it names, one per line (BuildKit writes one-line JSON).
+        'tar -xOf "$dir/image.tar" index.json; echo',
+        'for d in $(tar -xOf "$dir/image.tar" index.json | grep -o \'sha256:[0-9a-f]*\' | sed s/^sha256://); do tar -xOf "$dir/image.tar" "blobs/sha256/$d"; echo; done',
+        'rm -rf "$dir"',
+      ].join('\n'),
+      timeout: 120,
+      dependsOn: ['docker.active'],
+      stdin: (ctx) =>
+        ctx.buildContext ?? noPlatformImage(buildxPlatforms.find((p) => !ctx.platformImages?.[p]) ?? ''),
+      judge: (r) => {
+        if (r.code !== 0)
+          return `docker buildx build failed (exit ${r.code}): ${r.stderr.trim().split('\n').pop() ?? ''}`;
+        const listed = new Set<string>();
+        for (const line of r.stdout.split('\n')) {
+          let doc: { manifests?: { platform?: { os?: string; architecture?: string } }[] };
+          try {
+            doc = JSON.parse(line);
+          } catch {
+            continue;
+          }
+          for (const m of doc.manifests ?? [])
+            if (m.platform?.os && m.platform.architecture)
+              listed.add(`${m.platform.os}/${m.platform.architecture}`);
+        }
+        const missing = buildxPlatforms.filter((p) => !listed.has(p));
+        return missing.length === 0
+          ? undefined
+          : `the OCI index lists ${[...listed].join(', ') || 'no platform'}, not ${missing.join(', ')}`;
+      },
+    });
+  return checks;
 }

@@ -6,7 +6,7 @@
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import type { ApplianceConfig, Arch } from '../config/index.js';
+import { type ApplianceConfig, type Arch, emulatedPlatforms, nativePlatform } from '../config/index.js';
 import { ApplianceError, ExitCode } from '../errors.js';
 import { inputFile } from '../fsguard.js';
 import {
@@ -19,7 +19,7 @@ import {
 } from '../guest/index.js';
 import { hasTool } from '../run/index.js';
 import { type Booted, boot, prepare } from './boot.js';
-import { builtinChecks, configChecks, diagnostics } from './checks.js';
+import { builtinChecks, configChecks, diagnostics, platformChecks } from './checks.js';
 import type { TestCase } from './junit.js';
 import { type ReportFiles, reportFiles, writeReports, writeTimeline } from './report.js';
 import { type CheckRun, runChecks } from './runner.js';
@@ -38,6 +38,8 @@ export interface SmokeOptions {
   outDir: string;
   /** A rootfs tarball to import as the test image (default: one made from a static busybox). */
   imageTar?: string;
+  /** Docker platform → rootfs tarball of a static busybox of it, for the multiarch checks. */
+  platformImages?: Record<string, string>;
   arch?: Arch;
   extraCmdline?: string[];
   /** Keep the VM idle this many seconds after the checks, then record QEMU's resident memory. */
@@ -78,6 +80,9 @@ export async function runSmoke(config: ApplianceConfig, o: SmokeOptions): Promis
   const initrd = o.initrd ? inputFile('--initrd', o.initrd) : undefined;
   const dataDisk = o.dataDisk ? inputFile('--data-disk', o.dataDisk) : undefined;
   const imageTar = o.imageTar ? inputFile('--image-tar', o.imageTar) : undefined;
+  const platformImages = Object.fromEntries(
+    Object.entries(o.platformImages ?? {}).map(([p, path]) => [p, inputFile(`--platform-image ${p}`, path)]),
+  );
   const { qemuBinary: qemu, qemuPackage } = guestMachine(arch);
   if (!(await hasTool(qemu))) {
     throw new ApplianceError(`host tool '${qemu}' not found`, {
@@ -96,6 +101,7 @@ export async function runSmoke(config: ApplianceConfig, o: SmokeOptions): Promis
     initrd,
     dataDisk,
     imageTar,
+    platformImages,
     accel: o.accel,
     extraCmdline: o.extraCmdline,
     work,
@@ -119,12 +125,21 @@ export async function runSmoke(config: ApplianceConfig, o: SmokeOptions): Promis
     const { client, bootedAt } = booted;
     const execute = (command: string, timeoutMs: number, stdin?: Buffer) =>
       exec(client, command, timeoutMs, stdin);
-    const context = { config, imageTar: prepared.imageTar, noImageReason: prepared.noImageReason };
+    const context = {
+      config,
+      imageTar: prepared.imageTar,
+      noImageReason: prepared.noImageReason,
+      platformImages: prepared.platformImages,
+      buildContext: prepared.buildContext,
+    };
     const timeoutScale = accelTimeoutScale(accel);
-    const runs = await runChecks([...builtinChecks, ...configChecks(config)], execute, context, {
-      deadline,
-      timeoutScale,
-    });
+    const multiarch = platformChecks(emulatedPlatforms(config, arch), nativePlatform[arch]);
+    const runs = await runChecks(
+      [...builtinChecks, ...multiarch, ...configChecks(config)],
+      execute,
+      context,
+      { deadline, timeoutScale },
+    );
     const named = (name: string) => runs.find((r) => r.check.name === name);
     const ended = (name: string) => named(name)?.endedAt;
     for (const [milestone, check] of [

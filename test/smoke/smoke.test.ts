@@ -40,11 +40,15 @@ function qemuWith(marker: string): string {
 
 describe.skipIf(skip)('appliance smoke on the stand-in image', () => {
   let image: { kernel: string; rootfs: string };
+  /** Docker platform → busybox-static image of it (test/fixtures/platform-images.sh), for the multiarch checks. */
+  let platformImages: Record<string, string>;
   let work: string;
   /** `appliance smoke` of the stand-in (or `rootfs`) into work/`name`, under TCG unless `extra` says otherwise. */
   const smoke = async (name: string, extra: string[] = [], rootfs = image.rootfs) => {
     const out = join(work, name);
     const args = ['--kernel', image.kernel, '--rootfs', rootfs, '--accel', 'tcg', '--out', out];
+    for (const [platform, tar] of Object.entries(platformImages))
+      args.push('--platform-image', `${platform}=${tar}`);
     return { ...(await runCliAsync(['smoke', ...args, ...extra])), out };
   };
   /** A data disk made by `appliance disk create` with `args`. */
@@ -56,6 +60,8 @@ describe.skipIf(skip)('appliance smoke on the stand-in image', () => {
   beforeAll(async () => {
     const out = await execAsync('bash', [join(repoRoot, 'test/fixtures/standin/build-standin.sh')]);
     image = JSON.parse(out.trim().split('\n').pop() ?? '{}');
+    const images = await execAsync('bash', [join(repoRoot, 'test/fixtures/platform-images.sh')]);
+    platformImages = JSON.parse(images.trim().split('\n').pop() ?? '{}');
     work = tempDir('appliance-smoke-test-');
   }, 40 * 60_000);
 
@@ -87,11 +93,14 @@ describe.skipIf(skip)('appliance smoke on the stand-in image', () => {
         'rootfs.read-only-squashfs',
         'data-disk.var-lib-docker',
         'data-disk.fills-device',
-        'containerd.state-on-tmpfs',
+        'data-disk.var-lib-containerd',
         'docker.info',
         'docker.run-imported-image',
         'docuum.active',
         'gitlab-runner.state',
+        'multiarch.run-arm64',
+        'multiarch.run-arm-v7',
+        'multiarch.buildx-two-platforms',
       ]) {
         expect(junit).toContain(`<testcase name="${name}"`);
       }
