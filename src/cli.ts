@@ -407,7 +407,10 @@ libvirtCmd
     '--gateway <ip>',
     `DHCP/DNS address the isolation filter lets through (default: vm.gateway, else ${defaultNetworkGateway} on libvirt's default network)`,
   )
-  .option('--gateway6 <ip>', 'IPv6 DNS server the isolation filter lets through (default: vm.gateway6, else none)')
+  .option(
+    '--gateway6 <ip>',
+    'IPv6 DNS server the isolation filter lets through (default: vm.gateway6, else none)',
+  )
   .option('--no-filter', 'do not attach the isolation filter')
   .option('--serial-log <path>', 'serial console log file')
   .option('--cmdline <word>', 'extra kernel command-line word (repeatable)', collect, [])
@@ -476,7 +479,7 @@ libvirtCmd
     '--gateway <ip>',
     `gateway of the libvirt network (default: vm.gateway, else libvirt's default network's ${defaultNetworkGateway})`,
   )
-  .option('--gateway6 <ip>', "IPv6 DNS server of the libvirt network (default: vm.gateway6, else none)")
+  .option('--gateway6 <ip>', 'IPv6 DNS server of the libvirt network (default: vm.gateway6, else none)')
   .action((opts: { config?: string; out: string; gateway?: string; gateway6?: string }) => {
     outputDir('--out', opts.out, { refuseSystemRoots: true });
     const config = loadAppliance(opts.config);
@@ -497,7 +500,10 @@ libvirtCmd
   .command('nwfilter')
   .description('print (or --out) the nwfilter XML that keeps the VM off the host LAN')
   .addOption(configOption())
-  .option('--ipv6', 'with DNS rules for an IPv6 gateway (parameter GATEWAY6) too (default when vm.gateway6 is set)')
+  .option(
+    '--ipv6',
+    'with DNS rules for an IPv6 gateway (parameter GATEWAY6) too (default when vm.gateway6 is set)',
+  )
   .option('--ipv6-only', 'with DNS rules for an IPv6 gateway only (no GATEWAY parameter)')
   .addOption(outFileOption())
   .action((opts: { config?: string; out?: string; ipv6?: boolean; ipv6Only?: boolean }) => {

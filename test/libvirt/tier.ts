@@ -179,6 +179,36 @@ export function guestSsh(
   );
 }
 
+/** `vm define` of the stand-in under TCG on `network`, root's SSH key from `key`.pub as a credential. */
+export function standinDefineArgs(o: {
+  config: string;
+  pool: string;
+  images: { kernel: string; rootfs: string };
+  network: string;
+  key: string;
+}): string[] {
+  return [
+    'vm',
+    'define',
+    '--config',
+    o.config,
+    '--connect',
+    systemUri,
+    '--pool',
+    o.pool,
+    '--kernel',
+    o.images.kernel,
+    '--rootfs',
+    o.images.rootfs,
+    '--network',
+    o.network,
+    '--accel',
+    'tcg',
+    '--credential',
+    `ssh.authorized_keys.root=${o.key}.pub`,
+  ];
+}
+
 /**
  * The stand-in image (test/fixtures/standin/build-standin.sh, cached), copied into `dir`: the
  * stand-in cache keeps only its newest images, and other tests may build others meanwhile.
