@@ -14,6 +14,7 @@ export {
 } from './load.js';
 export {
   defaultEmulated,
+  dockerStorageDriver,
   type EmulatedTarget,
   emulatedPlatforms,
   emulatedTargets,

@@ -80,6 +80,12 @@ export const nativePlatform: Readonly<Record<Arch, string>> = {
   aarch64: 'linux/arm64',
 };
 
+/**
+ * Docker's storage driver with its containerd image store: containerd's overlayfs snapshotter
+ * (daemon.json's storage-driver, and what `docker info` reports as Driver).
+ */
+export const dockerStorageDriver = 'overlayfs';
+
 /** The default of multiarch.emulate for an appliance architecture. */
 export const defaultEmulated: Readonly<Record<Arch, readonly string[]>> = {
   x86_64: ['linux/arm64', 'linux/arm/v7'],

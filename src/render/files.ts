@@ -7,6 +7,7 @@ import {
   type Arch,
   arches,
   defconfigName,
+  dockerStorageDriver,
   emulatedTargets,
   emulatorPath,
   kernelHeadersSymbol,
@@ -186,7 +187,9 @@ function docuumCommand(config: ApplianceConfig): string {
 
 function daemonJson(config: ApplianceConfig): Record<string, unknown> {
   return {
-    'storage-driver': 'overlay2',
+    // With the containerd image store, storage-driver names a containerd snapshotter: "overlay2"
+    // is then refused at the first image ("snapshotter not loaded: overlay2", Docker 26.1).
+    'storage-driver': dockerStorageDriver,
     // The containerd image store: multi-platform images (a manifest list and each platform's
     // layers) built by `docker buildx build --platform a,b` with the default builder.
     features: { 'containerd-snapshotter': true },

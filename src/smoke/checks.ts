@@ -3,7 +3,7 @@
  * (runner.ts) starts every check as soon as SSH answers and the checks it depends on are done,
  * over one SSH connection. Adding a check is adding one entry here.
  */
-import { type ApplianceConfig, platformTargets } from '../config/index.js';
+import { type ApplianceConfig, dockerStorageDriver, platformTargets } from '../config/index.js';
 import type { ExecResult } from './ssh.js';
 
 export interface CheckContext {
@@ -81,9 +81,6 @@ function dockerDown(r: ExecResult): { skip: string } | undefined {
 }
 
 const firstLine = (text: string) => text.trim().split('\n')[0] ?? '';
-
-/** What `docker info` reports as the storage driver with the containerd image store. */
-export const dockerStorageDriver = 'overlay2';
 
 /** The built-in checks, in report order. */
 export const builtinChecks: readonly SmokeCheck[] = [
@@ -301,7 +298,7 @@ export function platformChecks(emulated: readonly string[], native: string): Smo
         'image=$(mktemp) && cat >"$image"',
         `docker import --platform ${platform} "$image" ${tag} >/dev/null`,
         'rm -f "$image"',
-        `docker run --network none --cap-drop ALL --security-opt no-new-privileges --platform ${platform} ${tag} /bin/busybox uname -m`,
+        `docker run --pull never --network none --cap-drop ALL --security-opt no-new-privileges --platform ${platform} ${tag} /bin/busybox uname -m`,
       ].join('\n'),
       timeout: 60,
       dependsOn: ['docker.active'],
