@@ -133,7 +133,9 @@ describe('multiarch smoke checks', () => {
 
   it('the run check runs unprivileged and wants the platform machine', () => {
     const [arm64, armv7] = platformChecks(['linux/arm64', 'linux/arm/v7'], 'linux/amd64');
-    expect(arm64?.command).toMatch(/docker run --pull never --network none --cap-drop ALL --security-opt no-new-privileges --platform linux\/arm64 /);
+    expect(arm64?.command).toMatch(
+      /docker run --pull never --network none --cap-drop ALL --security-opt no-new-privileges --platform linux\/arm64 /,
+    );
     expect(arm64?.command).not.toContain('--privileged');
     expect(arm64?.judge(result('aarch64\n'), ctx)).toBeUndefined();
     expect(arm64?.judge(result('x86_64\n'), ctx)).toMatch(/reports uname -m "x86_64", not "aarch64"/);
