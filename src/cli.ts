@@ -761,15 +761,14 @@ const fleetImageFlags = (cmd: Command) =>
     .addOption(configOption())
     .option('--artifacts <dir>', "a build's artifacts folder (manifest.json, kernel, rootfs.squashfs)")
     .option('--kernel <file>', 'kernel image (instead of --artifacts)')
-    .option('--rootfs <file>', 'rootfs.squashfs (instead of --artifacts)')
-    .addOption(poolOption());
+    .option('--rootfs <file>', 'rootfs.squashfs (instead of --artifacts)');
 type FleetFlags = {
   fleet: string;
   config?: string;
   artifacts?: string;
   kernel?: string;
   rootfs?: string;
-  pool: string;
+  pool?: string;
   credential?: Credential[];
   accel?: Accel | 'auto';
   maxParallel?: number;
@@ -843,6 +842,7 @@ fleetImageFlags(
     credential,
     [],
   )
+  .addOption(poolOption())
   .addOption(accelOption())
   .addOption(
     stopTimeoutOption('--stop-timeout', 'how long each host waits for the drained shutdown before forcing'),
@@ -874,7 +874,6 @@ fleet
   .description("print every host's VM: state, health and since when, image (rootfs sha256)")
   .addOption(fleetOption())
   .addOption(configOption())
-  .addOption(poolOption())
   .option(
     '--json',
     'print a JSON list, per VM: uri, name, state, healthy, image, since (as vm status --json)',

@@ -495,15 +495,15 @@ export async function deployVm(
   await startVm(config, conn);
   const timeout = healthTimeout(config, domainAccel(xml));
   const { health, seconds, failure } = await waitForHealth(config, conn, timeout);
-  if (!health.healthy || !pair)
+  if (!health.healthy || !pair) {
+    const log = serialTail(config, conn);
+    // No previous image to go back to: powered off, so a crash loop does not spin on the host.
+    await destroyVm(config, conn);
     throw new ApplianceError(
-      `${config.name} was defined and started but ${failure ? `failed to boot after ${seconds} s` : `is not healthy within ${timeout} s`} (${why(health)})`,
-      {
-        exitCode: ExitCode.checkFailed,
-        details: serialTail(config, conn),
-        hint: 'fix the image and apply again',
-      },
+      `${config.name} was defined and started but ${failure ? `failed to boot after ${seconds} s` : `is not healthy within ${timeout} s`} (${why(health)}); it was powered off`,
+      { exitCode: ExitCode.checkFailed, details: log, hint: 'fix the image and apply again' },
     );
+  }
   info(`${config.name} is defined, started and healthy on ${pairLabel(pair)} after ${seconds} s`);
   return { changed: true, pair, health };
 }

@@ -233,6 +233,7 @@ describe('every command declares its options from one table', () => {
     );
     for (const { option } of archs) expect(option.argChoices).toEqual([...arches]);
     expect(accels.map((o) => o.command).sort()).toEqual([
+      'fleet apply',
       'libvirt domain',
       'smoke',
       'vm define',
@@ -261,10 +262,11 @@ describe('every command declares its options from one table', () => {
     expect(otherSpellings).toEqual([]);
   });
 
-  it('--pool only where a pool is used (define, update, rollback, grow, undefine)', async () => {
+  it('--pool only where a pool is used (define, update, rollback, grow, undefine, fleet apply)', async () => {
     const { all } = await options();
     const pools = all.filter((o) => o.option.long === '--pool');
     expect(pools.map((o) => o.command).sort()).toEqual([
+      'fleet apply',
       'vm define',
       'vm grow',
       'vm rollback',
