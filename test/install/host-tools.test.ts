@@ -74,6 +74,7 @@ const testTools: Record<string, string> = {
   ebtables: 'iptables',
   iptables: 'iptables',
   ip6tables: 'iptables',
+  ip: 'iproute2',
   'apt-get': 'apt',
   'apt-cache': 'apt',
   'dpkg-query': 'dpkg',
