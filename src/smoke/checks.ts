@@ -300,7 +300,9 @@ export function platformChecks(emulated: readonly string[], native: string): Smo
         'rm -f "$image"',
         `docker run --pull never --network none --cap-drop ALL --security-opt no-new-privileges --platform ${platform} ${tag} /bin/busybox uname -m`,
       ].join('\n'),
-      timeout: 60,
+      // As docker.run-imported-image: bounded by --timeout (under a loaded TCG host the native
+      // import and run took 490 s here, and 180 s was too short for these).
+      timeout: 'deadline',
       dependsOn: ['docker.active'],
       stdin: (ctx) => ctx.platformImages?.[platform] ?? noPlatformImage(platform),
       judge: (r) => {
@@ -323,7 +325,7 @@ export function platformChecks(emulated: readonly string[], native: string): Smo
         'for d in $(tar -xOf "$dir/image.tar" index.json | grep -o \'sha256:[0-9a-f]*\' | sed s/^sha256://); do tar -xOf "$dir/image.tar" "blobs/sha256/$d"; echo; done',
         'rm -rf "$dir"',
       ].join('\n'),
-      timeout: 120,
+      timeout: 'deadline',
       dependsOn: ['docker.active'],
       stdin: (ctx) =>
         ctx.buildContext ?? noPlatformImage(buildxPlatforms.find((p) => !ctx.platformImages?.[p]) ?? ''),
