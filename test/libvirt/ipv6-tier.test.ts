@@ -238,7 +238,7 @@ describe.skipIf(skip)('libvirt tier: the VM on an IPv6-only network behind the f
     execFileSync('cp', ['/bin/busybox', join(root, 'bin', 'busybox')]);
     const tar = execFileSync('tar', ['-C', root, '-c', '.'], { maxBuffer: 64 * 1024 * 1024 });
     let imported = ssh('docker import - ipv6-tier:local', tar);
-    for (let i = 0; i < 20 && imported.status !== 0; i++) {
+    for (let i = 0; i < 6 && imported.status !== 0; i++) {
       // Docker may still be starting under TCG.
       await new Promise((r) => setTimeout(r, 10_000));
       imported = ssh('docker import - ipv6-tier:local', tar);
