@@ -16,7 +16,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { libvirtSerialLog } from '../../src/guest/index.js';
-import { commandExists, processRunning, runCliAsync, skipReason, tempDir } from '../helpers.js';
+import { commandExists, pendingTier, processRunning, runCliAsync, skipReason, tempDir } from '../helpers.js';
 import {
   defineIsolatedNetwork,
   guestSsh,
@@ -50,7 +50,10 @@ const port = 8086;
 
 const skip = skipReason(
   'libvirt IPv6-only tier',
-  standinTierMissing() ??
+  pendingTier(
+    'it has not passed yet: its one full run on 2026-12-01 at load 15 passed the IPv6 steps of the VM and timed out before the container steps',
+  ) ??
+    standinTierMissing() ??
     (existsSync('/bin/busybox')
       ? undefined
       : 'busybox-static is not installed (the container image is made from it)') ??
