@@ -28,6 +28,7 @@ const testTools: Record<string, string> = {
   sort: 'coreutils',
   tr: 'coreutils',
   cat: 'coreutils',
+  ls: 'coreutils',
   date: 'coreutils',
   dirname: 'coreutils',
   basename: 'coreutils',
