@@ -499,7 +499,11 @@ describe.skipIf(skip)('SBOM of the x86_64 appliance from Buildroot 2026.02.3 sho
       linux: kernel,
       ...Object.fromEntries(externalPackages.map((p) => [p.name, p.version])),
     });
-    expect(externalPackages.map((p) => p.name)).toEqual(['docuum', 'gitlab-runner-current']);
+    expect(externalPackages.map((p) => p.name)).toEqual([
+      'docuum',
+      'gitlab-runner-current',
+      'qemu-user-static',
+    ]);
     expect(byName(bom, 'linux')?.type).toBe('operating-system');
     expect(byName(bom, 'linux')?.cpe?.startsWith(`cpe:2.3:o:linux:linux_kernel:${kernel}:`)).toBe(true);
     expect(byName(bom, 'docker-engine')?.purl).toBe(`pkg:github/moby/moby@v${docker}`);
