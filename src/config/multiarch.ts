@@ -81,10 +81,11 @@ export const nativePlatform: Readonly<Record<Arch, string>> = {
 };
 
 /**
- * Docker's storage driver with its containerd image store: containerd's overlayfs snapshotter
- * (daemon.json's storage-driver, and what `docker info` reports as Driver).
+ * Docker's storage driver (daemon.json's storage-driver, and what `docker info` reports as
+ * Driver): overlay2 of the classic image store. With the containerd image store it would be
+ * containerd's snapshotter, overlayfs ("overlay2" is then refused at the first image).
  */
-export const dockerStorageDriver = 'overlayfs';
+export const dockerStorageDriver = 'overlay2';
 
 /** The default of multiarch.emulate for an appliance architecture. */
 export const defaultEmulated: Readonly<Record<Arch, readonly string[]>> = {

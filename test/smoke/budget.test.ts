@@ -323,12 +323,11 @@ describe.skipIf(skip)('the data disk budget on the stand-in image (TCG)', () => 
       // boot) may already have run by the time multi-user is reached.
       expect((await sh('cat /data/appliance/ballast 2>/dev/null | wc -c')).stdout.trim()).toBe('0');
       const info = await sh(
-        'd=$(docker info --format \'{{.Driver}}\' 2>&1); echo "$d"; [ "$d" = overlayfs ] || { systemctl status docker.service --no-pager -n 0; journalctl -b -u docker.service -u containerd.service -o cat --no-pager | tail -n 30; df /data; }',
+        'd=$(docker info --format \'{{.Driver}}\' 2>&1); echo "$d"; [ "$d" = overlay2 ] || { systemctl status docker.service --no-pager -n 0; journalctl -b -u docker.service -u containerd.service -o cat --no-pager | tail -n 30; df /data; }',
         180,
         true,
       );
-      // Docker's containerd image store: the driver is containerd's overlayfs snapshotter.
-      expect(info.stdout.trim(), `${info.stdout}\n${info.stderr}`).toBe('overlayfs');
+      expect(info.stdout.trim(), `${info.stdout}\n${info.stderr}`).toBe('overlay2');
       expect((await sh('journalctl -b -u appliance-data.service -o cat --no-pager')).stdout).toMatch(
         /gave back the 64 MiB ballast/,
       );

@@ -104,7 +104,12 @@ describe.skipIf(skip)('appliance smoke on the stand-in image', () => {
       ]) {
         expect(junit).toContain(`<testcase name="${name}"`);
       }
-      expect(junit).not.toMatch(/<failure|<skipped/);
+      expect(junit).not.toMatch(/<failure/);
+      // Only the two-platform build is skipped: it needs Docker's containerd image store, off for now.
+      expect(junit.match(/<skipped/g) ?? []).toHaveLength(1);
+      expect(junit).toMatch(
+        /<testcase name="multiarch.buildx-two-platforms"[^>]*>\s*<skipped message="Docker(?:'|&apos;)s containerd image store is off/,
+      );
       expect(junit).toContain(`<property name="accel" value="${expected}"/>`);
       const timeline = JSON.parse(readFileSync(join(out, 'timeline.json'), 'utf8'));
       expect(timeline.accel).toBe(expected);
