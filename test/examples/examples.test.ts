@@ -81,11 +81,13 @@ describe.concurrent('examples/', () => {
         const lines = defconfig.split('\n');
         for (const [symbol, value] of Object.entries(config.buildroot.symbols))
           expect(lines, `${arch}: ${symbol}`).toContain(defconfigLine(symbol, value));
-        // The folders Buildroot copies, in order: the appliance's overlay, then each extra one.
+        // The folders Buildroot copies, in order: the appliance's overlay, its architecture's
+        // (the binfmt.d entries of multiarch.emulate), then each extra one.
         const overlays = /^BR2_ROOTFS_OVERLAY="([^"]*)"$/m
           .exec(defconfig)?.[1]
           ?.split(' ')
-          .map((d) => d.replace(`$(BR2_EXTERNAL_${config.externalName}_PATH)`, out));
+          .map((d) => d.replace(`$(BR2_EXTERNAL_${config.externalName}_PATH)`, out))
+          .filter((d) => d !== join(out, `board/rootfs-overlay-${arch}`));
         expect(overlays).toHaveLength(1 + config.overlayDirs.length);
         config.overlayDirs.forEach((dir, i) => {
           const copy = overlays?.[i + 1] ?? '';
