@@ -187,31 +187,6 @@ export async function readHealth(conn: Connection, name: string): Promise<Health
   }
 }
 
-/**
- * Poll `readHealth` until the VM is healthy or `timeoutSeconds` have passed; returns the last
- * reading either way (the caller decides what an unhealthy result means). `onProgress` sees each
- * reading with the seconds waited so far.
- */
-export async function waitHealthy(
-  conn: Connection,
-  name: string,
-  timeoutSeconds: number,
-  onProgress?: (health: Health, elapsedSeconds: number) => void,
-): Promise<Health> {
-  const start = Date.now();
-  const deadline = start + Math.max(0, timeoutSeconds) * 1000;
-  const pollMs = 3000;
-  for (;;) {
-    const h = await readHealth(conn, name);
-    const elapsed = Math.round((Date.now() - start) / 1000);
-    onProgress?.(h, elapsed);
-    if (h.healthy) return h;
-    const left = deadline - Date.now();
-    if (left <= 0) return h;
-    await new Promise((r) => setTimeout(r, Math.min(pollMs, left)));
-  }
-}
-
 /** `vm status` for people: state, health and since when, the reasons, the image. */
 export function formatVmStatus(s: VmStatus): string {
   if (!s.defined) return `${s.name} on ${s.uri}: not defined\n`;

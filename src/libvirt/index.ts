@@ -2,7 +2,6 @@ export {
   formatVmStatus,
   type Health,
   readHealth,
-  waitHealthy,
 } from './health.js';
 export {
   type ImagePair,

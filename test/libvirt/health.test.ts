@@ -1,7 +1,7 @@
 /**
  * Health, host side without libvirt: the agent's replies and the guest's state file are parsed,
- * a stale verdict is not believed, and readHealth/waitHealthy go through a fake `virsh` that
- * answers like qemu-agent-command does (success JSON, or an error on stderr) and stay bounded.
+ * a stale verdict is not believed, and readHealth goes through a fake `virsh` that
+ * answers like qemu-agent-command does (success JSON, or an error on stderr) and stays bounded.
  */
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -15,7 +15,7 @@ import {
   parseAgentReply,
   parseHealthState,
 } from '../../src/libvirt/health.js';
-import { connection, domainXml, parseLibvirtXml, readHealth, waitHealthy } from '../../src/libvirt/index.js';
+import { connection, domainXml, parseLibvirtXml, readHealth } from '../../src/libvirt/index.js';
 import { repoRoot, tempDir } from '../helpers.js';
 
 describe('the domain XML', () => {
@@ -118,7 +118,7 @@ describe('the state file', () => {
   });
 });
 
-describe('readHealth and waitHealthy through a fake virsh', () => {
+describe('readHealth through a fake virsh', () => {
   let dir: string;
   let oldPath: string | undefined;
   const name = 'edge';
@@ -208,23 +208,6 @@ cat "$dir/$cmd.out"
     expect(h).toMatchObject({ healthy: false, reachable: false });
     expect(h.detail).toMatch(/no health verdict yet/);
   });
-
-  it('waitHealthy returns as soon as the guest is healthy, and gives up after its timeout', async () => {
-    const now = Date.parse('2026-12-01T10:05:05Z');
-    state({ healthy: true, reasons: [], checked: '2026-12-01T10:05:00Z' }, now);
-    const seen: number[] = [];
-    const ok = await waitHealthy(conn, name, 30, (_h, s) => seen.push(s));
-    expect(ok.healthy).toBe(true);
-    expect(seen).toHaveLength(1);
-
-    state({ healthy: false, reasons: ['docker does not answer'], checked: '2026-12-01T10:05:00Z' }, now);
-    const start = Date.now();
-    const bad = await waitHealthy(conn, name, 4);
-    const took = Date.now() - start;
-    expect(bad).toMatchObject({ healthy: false, reasons: ['docker does not answer'] });
-    expect(took).toBeGreaterThanOrEqual(3900);
-    expect(took).toBeLessThan(15_000);
-  }, 30_000);
 });
 
 describe('vm status for people', () => {
