@@ -12,7 +12,7 @@ export interface FleetMember {
   /** The VM's name on that host. */
   name: string;
   entry: FleetHost;
-  /** appliance.yaml with this host's overrides (name, vm.vcpus, vm.memory, vm.gateway). */
+  /** appliance.yaml with this host's overrides (name, vm.vcpus, vm.memory, vm.gateway, vm.gateway6). */
   config: ApplianceConfig;
 }
 
@@ -38,6 +38,7 @@ export function hostConfig(base: ApplianceConfig, h: FleetHost): ApplianceConfig
       vcpus: h.vcpus ?? base.vm.vcpus,
       memory,
       ...(h.gateway !== undefined ? { gateway: h.gateway } : {}),
+      ...(h.gateway6 !== undefined ? { gateway6: h.gateway6 } : {}),
     },
     memoryBytes: parseSize(memory) ?? base.memoryBytes,
   };

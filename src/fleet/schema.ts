@@ -1,7 +1,7 @@
 /**
  * The one definition of fleet.yaml: the libvirt hosts one image is rolled out to. Types,
  * validation and fleet.schema.json come from this schema. The per-host settings reuse the
- * rules of the appliance.yaml settings they override (vm.vcpus, vm.memory, vm.gateway, name),
+ * rules of the appliance.yaml settings they override (vm.vcpus, vm.memory, vm.gateway, vm.gateway6, name),
  * taken from that schema, so both files accept exactly the same values.
  */
 import { z } from 'zod';
@@ -53,6 +53,10 @@ export const fleetHostSchema = z
       .unwrap()
       .optional()
       .meta({ description: 'DHCP/DNS address the isolation filter lets through (default: vm.gateway).' }),
+    gateway6: vmShape.gateway6
+      .unwrap()
+      .optional()
+      .meta({ description: 'IPv6 DNS server the isolation filter lets through (default: vm.gateway6).' }),
     credential: z.string().min(1).optional().meta({
       description:
         "File with this host's runner token, uploaded as the runner.tokenCredential systemd credential (read where appliance runs, like --credential).",

@@ -92,7 +92,7 @@ function fakeOps(images: Record<string, string | null>, o: { fail?: string[]; un
 describe('fleet.yaml', () => {
   it('accepts hosts with overrides and gives each its settings', () => {
     const m = members(
-      'hosts:\n  - uri: qemu:///system\n  - uri: qemu+ssh://root@127.0.0.1:2222/system\n    name: edge-b\n    vcpus: 1\n    memory: 1G\n    gateway: 10.0.0.1\n    bridge: br0\n',
+      'hosts:\n  - uri: qemu:///system\n  - uri: qemu+ssh://root@127.0.0.1:2222/system\n    name: edge-b\n    vcpus: 1\n    memory: 1G\n    gateway: 10.0.0.1\n    gateway6: fd00:1::1\n    bridge: br0\n',
     );
     expect(m.map((x) => [x.uri, x.name])).toEqual([
       ['qemu:///system', 'edge'],
@@ -100,7 +100,13 @@ describe('fleet.yaml', () => {
     ]);
     expect(m[0]?.config.vm).toMatchObject({ vcpus: 2, memory: '2G' });
     expect(m[1]?.config).toMatchObject({ name: 'edge-b', memoryBytes: 1024 ** 3 });
-    expect(m[1]?.config.vm).toMatchObject({ vcpus: 1, memory: '1G', gateway: '10.0.0.1' });
+    expect(m[1]?.config.vm).toMatchObject({
+      vcpus: 1,
+      memory: '1G',
+      gateway: '10.0.0.1',
+      gateway6: 'fd00:1::1',
+    });
+    expect(m[0]?.config.vm.gateway6).toBeUndefined();
     expect(m[1]?.entry.bridge).toBe('br0');
   });
 
@@ -115,6 +121,10 @@ describe('fleet.yaml', () => {
     [
       'hosts:\n  - uri: qemu:///system\n    gateway: 10.0.0\n',
       /hosts\[0\]\.gateway: expected an IPv4 address/,
+    ],
+    [
+      'hosts:\n  - uri: qemu:///system\n    gateway6: 10.0.0.1\n',
+      /hosts\[0\]\.gateway6: expected an IPv6 address/,
     ],
     ['hosts:\n  - uri: qemu:///system\n    name: Bad_Name\n', /hosts\[0\]\.name: expected a lower-case name/],
     [
