@@ -5,6 +5,7 @@ import {
   mkdirSync,
   readdirSync,
   readFileSync,
+  readlinkSync,
   statSync,
   writeFileSync,
 } from 'node:fs';
@@ -107,6 +108,27 @@ describe('render', () => {
     expect(text('board/linux.fragment')).toMatch(/CONFIG_ZRAM=y\n$/);
     expect(tree.get('board/post-build.sh')?.mode).toBe(0o755);
     expect(tree.get('board/rootfs-overlay/usr/libexec/appliance/prepare-data')?.mode).toBe(0o755);
+  });
+
+  it('post-build.sh makes /data, an empty machine-id, ~/.docker in /run and masks networkd-wait-online', () => {
+    const dir = tempDir();
+    const script = join(dir, 'post-build.sh');
+    writeFileSync(script, buildTree(loadAppliance()).get('board/post-build.sh')?.content ?? '');
+    const target = join(dir, 'target');
+    mkdirSync(join(target, 'etc'), { recursive: true });
+    const run = () =>
+      spawnSync('sh', [script], { env: { ...process.env, TARGET_DIR: target }, encoding: 'utf8' });
+    for (const attempt of [1, 2]) {
+      // Twice: Buildroot runs it again on every `make` over the same target folder.
+      const r = run();
+      expect(r.status, `run ${attempt}: ${r.stderr}`).toBe(0);
+    }
+    expect(statSync(join(target, 'data')).isDirectory()).toBe(true);
+    expect(readFileSync(join(target, 'etc/machine-id'), 'utf8')).toBe('');
+    expect(readlinkSync(join(target, 'root/.docker'))).toBe('/run/root-docker');
+    expect(readlinkSync(join(target, 'etc/systemd/system/systemd-networkd-wait-online.service'))).toBe(
+      '/dev/null',
+    );
   });
 
   it('copies extra overlay folders into the tree', () => {
