@@ -108,6 +108,10 @@ describe('render', () => {
     expect(text('board/linux.fragment')).toMatch(/CONFIG_ZRAM=y\n$/);
     expect(tree.get('board/post-build.sh')?.mode).toBe(0o755);
     expect(tree.get('board/rootfs-overlay/usr/libexec/appliance/prepare-data')?.mode).toBe(0o755);
+    // gitlab-runner-config replaces every @TOKEN@: only the token line may carry it (a comment
+    // that named it got the token written into it).
+    const runnerToml = text('board/rootfs-overlay/usr/share/appliance/gitlab-runner/config.toml.template');
+    expect(runnerToml.split('\n').filter((l) => l.includes('@TOKEN@'))).toEqual(['  token = "@TOKEN@"']);
   });
 
   it('post-build.sh makes /data, an empty machine-id, ~/.docker in /run and masks networkd-wait-online', () => {
