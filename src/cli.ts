@@ -865,6 +865,7 @@ fleetImageFlags(
         {
           exitCode: ExitCode.checkFailed,
           hint: 'the hosts after it were not touched; fix the image and apply again',
+          ...(failed?.details ? { details: failed.details } : {}),
         },
       );
     }

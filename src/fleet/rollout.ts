@@ -43,6 +43,11 @@ export interface PlanEntry {
 }
 
 const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
+/** An error's multi-line details (ApplianceError's), when it has them. */
+const detailsOf = (e: unknown): { details?: string } => {
+  const d = (e as { details?: unknown } | undefined)?.details;
+  return typeof d === 'string' && d !== '' ? { details: d } : {};
+};
 
 /** What apply would do to one host, given its status and the image's sha256. */
 export function actionFor(status: VmReport, image: string): Exclude<PlanAction, 'unreachable'> {
@@ -98,6 +103,8 @@ export interface HostResult {
   image: string | null;
   healthy: boolean;
   error?: string;
+  /** What the failure carries besides its line (the failed boot's serial log tail). */
+  details?: string;
 }
 
 export interface ApplyResult {
@@ -119,7 +126,7 @@ export async function applyFleet(
   o: { maxParallel?: number; onStart?: (m: FleetMember, action: PlanAction) => void } = {},
 ): Promise<ApplyResult> {
   const limit = Math.max(1, o.maxParallel ?? 1);
-  const outcome = new Map<number, { outcome: Outcome; error?: string }>();
+  const outcome = new Map<number, { outcome: Outcome; error?: string; details?: string }>();
   let failed = false;
   let next = 0;
   const one = async (m: FleetMember): Promise<void> => {
@@ -141,7 +148,7 @@ export async function applyFleet(
       outcome.set(m.index, { outcome: action === 'define' ? 'defined' : 'updated' });
     } catch (e) {
       failed = true;
-      outcome.set(m.index, { outcome: 'failed', error: message(e) });
+      outcome.set(m.index, { outcome: 'failed', error: message(e), ...detailsOf(e) });
     }
   };
   const worker = async () => {

@@ -420,7 +420,7 @@ export async function updateVm(
   }
   const notHealthy = failure ? `failed to boot after ${seconds} s` : `not healthy within ${timeout} s`;
   warn(
-    `${config.name} is ${notHealthy} on ${pairLabel(next)} (${why(health)}): rolling back to ${pairLabel(previous)}`,
+    `${config.name} ${failure ? notHealthy : `is ${notHealthy}`} on ${pairLabel(next)} (${why(health)}): rolling back to ${pairLabel(previous)}`,
   );
   // A guest that never came up cannot drain; one that did gets a short clean shutdown.
   await stopVm(config, conn, {

@@ -8,7 +8,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseAppliance } from '../../src/config/index.js';
-import { isApplianceError } from '../../src/errors.js';
+import { ApplianceError, isApplianceError } from '../../src/errors.js';
 import {
   applyFleet,
   type FleetMember,
@@ -74,7 +74,10 @@ function fakeOps(images: Record<string, string | null>, o: { fail?: string[]; un
       maxRunning = Math.max(maxRunning, running);
       await new Promise((r) => setTimeout(r, 20));
       running--;
-      if (o.fail?.includes(key(m))) throw new Error(`update of ${m.name} failed: rolled back`);
+      if (o.fail?.includes(key(m)))
+        throw new ApplianceError(`update of ${m.name} failed: rolled back`, {
+          details: `serial log of ${m.name}, last 40 lines:\nKernel panic`,
+        });
       images[key(m)] = target;
     },
   };
@@ -197,6 +200,9 @@ describe('fleet rollout', () => {
       ['untouched', A],
       ['untouched', A],
     ]);
+    // The failed boot's serial log tail goes with the failure (the CLI prints it after the line).
+    expect(r.hosts[0]?.details).toBe('serial log of edge, last 40 lines:\nKernel panic');
+    expect(r.hosts[1]?.details).toBeUndefined();
     const text = formatSummary(r);
     expect(text).toMatch(/^fleet apply stopped at the first failure:/);
     expect(text).toMatch(
