@@ -10,7 +10,7 @@
  *    runs a 60 s job and the stop timeout is 20 s: the drain is forced with a clear message, the
  *    broken boot is seen within seconds (not after vm.healthTimeout), host 1 is rolled back and
  *    healthy on A, hosts 2 and 3 never touched (same domain XML, same QEMU process), exit 1.
- *    Meanwhile Docker is stopped on host 3: fleet status says healthy false with the reason, and
+ *    Then Docker is stopped on host 3: fleet status says healthy false with the reason, and
  *    true again once it is started.
  * 3. apply image B (A plus one file, an overlay-sized change; 3 at a time) while host 1 runs a
  *    job: the job finishes before host 1 stops; all three healthy on B; fleet status --json says so.
@@ -251,7 +251,6 @@ describe.skipIf(skip)('libvirt tier: fleet apply over three hosts', () => {
 
     // --- 2. a broken image: host 1 has a 60 s job and a 20 s stop timeout; Docker stops on host 3
     await startJob(0);
-    expect((await sshRetry(2, 'systemctl stop docker.socket docker.service')).status).toBe(0);
     const untouched = [1, 2].map((i) => ({ xml: inactiveXml(i), id: domid(i) }));
     const bad = await apply(broken, ['--stop-timeout', '20']);
     step('apply the broken image (forced drain, fast failure, rollback of host 1)');
@@ -289,9 +288,16 @@ describe.skipIf(skip)('libvirt tier: fleet apply over three hosts', () => {
     expect(afterBad[0]).toMatchObject({ state: 'running', healthy: true, image: aSum });
     expect(afterBad[1]).toMatchObject({ state: 'running', healthy: true, image: aSum });
     // Host 3 without Docker: not healthy, with the reason; healthy again once Docker runs.
+    // Stopped only now: within the minutes of the broken apply the volume cleanup's timer starts
+    // Docker again (seen in a run).
+    expect((await sshRetry(2, 'systemctl stop docker.socket docker.service')).status).toBe(0);
     const sick = await until(2, (s) => !s.healthy, 120);
     expect(sick).toMatchObject({ state: 'running', healthy: false, image: aSum });
-    expect(sick.reasons.join('; ')).toMatch(/docker\.service is (inactive|deactivating)/);
+    // Which reason depends on when the judge ran: during the stop (the unit still active, the
+    // API gone) or after it.
+    expect(sick.reasons.join('; ')).toMatch(
+      /docker\.service is (inactive|deactivating)|docker does not answer/,
+    );
     expect(Date.parse(sick.since ?? '')).toBeGreaterThan(Date.parse(onA[2]?.since ?? ''));
     expect((await sshRetry(2, 'systemctl start docker.socket docker.service')).status).toBe(0);
     expect((await until(2, (s) => s.healthy, 300)).healthy).toBe(true);
