@@ -254,7 +254,7 @@ describe.skipIf(skip)('libvirt tier', () => {
     const name = `${tag}-f`;
     const cfg = join(work, `${name}.yaml`);
     // The tiny guest has no guest agent to report health, so it is updated while shut off (no
-    // health gate); the health-gated update of a running VM is test/libvirt/update-tier.test.ts.
+    // health gate); the health-gated update of a running VM is in test/libvirt/fleet-tier.test.ts.
     expect((await runCliAsync(['vm', 'destroy', '--config', cfg, '--connect', uri])).status).toBe(0);
     const dataPath = virsh(['vol-path', '--pool', pool, `${name}-data`]).trim();
     const dataSum = (await execAsync('sha256sum', [dataPath])).split(' ')[0];
