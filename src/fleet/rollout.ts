@@ -6,6 +6,7 @@
  * which host is on which image. A host already on the image is left alone, so applying the same
  * artifacts again changes nothing.
  */
+import { isApplianceError } from '../errors.js';
 import type { FleetMember } from './load.js';
 
 /** One VM's state as `vm status --json` and `fleet status --json` print it. */
@@ -43,11 +44,9 @@ export interface PlanEntry {
 }
 
 const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
-/** An error's multi-line details (ApplianceError's), when it has them. */
-const detailsOf = (e: unknown): { details?: string } => {
-  const d = (e as { details?: unknown } | undefined)?.details;
-  return typeof d === 'string' && d !== '' ? { details: d } : {};
-};
+/** An ApplianceError's multi-line details, when it has them. */
+const detailsOf = (e: unknown): { details?: string } =>
+  isApplianceError(e) && e.details ? { details: e.details } : {};
 
 /** What apply would do to one host, given its status and the image's sha256. */
 export function actionFor(status: VmReport, image: string): Exclude<PlanAction, 'unreachable'> {
