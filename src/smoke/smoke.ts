@@ -60,13 +60,12 @@ export const dockerActiveSource =
 
 /** Seconds from QEMU start to docker.service becoming active, from the guest's monotonic clock. */
 function dockerActiveSeconds(run: CheckRun | undefined, bootedAt: number): number | undefined {
-  if (run?.case.status !== 'passed' || !run.result || !run.startedAt || !run.endedAt) return undefined;
-  const [uptimeLine, activeLine] = run.result.stdout.trim().split('\n');
-  const uptime = Number(uptimeLine?.split(/\s+/)[0]);
-  const activeUs = Number(activeLine?.trim());
+  if (run?.case.status !== 'passed' || !run.result || !run.endedAt) return undefined;
+  const activeUs = Number(/^ActiveEnterTimestampMonotonic=(\d+)/m.exec(run.result.stdout)?.[1]);
+  const uptime = Number(run.result.stdout.trim().split('\n').pop()?.split(/\s+/)[0]);
   if (!(uptime > 0 && activeUs > 0)) return undefined;
-  const readAt = (run.startedAt + run.endedAt) / 2;
-  return (readAt - (uptime - activeUs / 1e6) * 1000 - bootedAt) / 1000;
+  // The clock is read last, right before the command ends: its answer's trip back is the error.
+  return (run.endedAt - (uptime - activeUs / 1e6) * 1000 - bootedAt) / 1000;
 }
 
 export async function runSmoke(config: ApplianceConfig, o: SmokeOptions): Promise<SmokeReport> {
@@ -149,7 +148,7 @@ export async function runSmoke(config: ApplianceConfig, o: SmokeOptions): Promis
       const at = ended(check);
       if (at && named(check)?.case.status === 'passed') milestones[milestone] = (at - bootedAt) / 1000;
     }
-    const dockerActive = dockerActiveSeconds(named('docker.active-since'), bootedAt);
+    const dockerActive = dockerActiveSeconds(named('docker.active'), bootedAt);
     if (dockerActive !== undefined) milestones['docker-active'] = dockerActive;
     cases = runs.filter((r) => !r.check.informational).map((r) => r.case);
     const held = Date.now();

@@ -197,12 +197,11 @@ describe('the smoke check runner', () => {
       'data-disk.var-lib-docker': `/dev/vdb[/docker] ext4\n/dev/vdb ext4 ${config.dataDisk.label}\n`,
       'data-disk.fills-device': `${4 * 1024 ** 3}\n1048576\n4096\n`,
       'data-disk.var-lib-containerd': '/dev/vdb[/containerd] ext4\n/dev/vdb\n',
-      'docker.active': 'active\n',
+      'docker.active': 'ActiveState=active\nActiveEnterTimestampMonotonic=30000000\n40.12 70.00\n',
       'docker.info': 'overlay2 2 [["Backing Filesystem","extfs"]]\n',
       'docker.run-imported-image': 'smoke-ok\n',
       'docuum.active': 'active\n',
       'gitlab-runner.state': 'ActiveState=inactive\nResult=success\nConditionResult=no\nunconfigured\n',
-      'docker.active-since': '40.12 70.00\n30000000\n',
       'systemd-analyze': 'Startup finished in 1s\n',
       'config.hello': 'hello\n',
     };
