@@ -20,6 +20,7 @@ import { commandExists, pendingTier, processRunning, runCliAsync, skipReason, te
 import {
   defineIsolatedNetwork,
   guestSsh,
+  networkDnsmasqConf,
   removeTierObjects,
   standinDefineArgs,
   standinImages,
@@ -59,6 +60,13 @@ const skip = skipReason(
       : 'busybox-static is not installed (the container image is made from it)') ??
     (commandExists('ip6tables') ? undefined : 'ip6tables is missing (the filter is enforced through it)'),
 );
+
+/**
+ * A shell snippet for BusyBox in a container: an HTTP GET of the test server at `address` with
+ * `nc` (BusyBox's static wget from Debian 12 segfaults in a FROM-scratch root), then its exit.
+ */
+const httpGet = (address: string, seconds: number) =>
+  `printf "GET / HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n" | /bin/busybox nc -w ${seconds} ${address} ${port}; echo "nc exit $?"`;
 
 /** Sum of the packet counters of the ip6tables rules that drop `prefix` (libvirt's filter chains). */
 function dropCount(prefix: string): number {
@@ -165,6 +173,10 @@ describe.skipIf(skip)('libvirt tier: the VM on an IPv6-only network behind the f
   });
 
   it('IPv6-only: address, DNS through the IPv6 gateway, the allowed server from the VM and from a container (Docker IPv6 NAT), the blocked prefix unreachable', async () => {
+    // The network's dnsmasq answers from what it knows and forwards nothing off this machine.
+    const dnsmasq = networkDnsmasqConf(network);
+    expect(dnsmasq).toMatch(/^no-resolv$/m);
+    expect(dnsmasq).toMatch(/^local=\/ipv6-tier\.test\/$/m);
     // vm define read the network's IPv6 address as the filter's DNS gateway; there is no IPv4 one.
     const xml = tierVirsh(['dumpxml', name]);
     expect(xml).toContain(`<filterref filter='${name}-isolate'>`);
@@ -258,19 +270,33 @@ describe.skipIf(skip)('libvirt tier: the VM on an IPv6-only network behind the f
     }
     mark('names resolved by the IPv6 gateway from the VM and from a container');
     const inside = ssh(
-      `docker run --rm ipv6-tier:local /bin/busybox sh -c 'ip -6 addr show scope global; ip -6 route; wget -q -T 20 -O - http://[${allowed}]:${port}/'`,
+      `docker run --rm ipv6-tier:local /bin/busybox sh -c 'ip -6 addr show scope global; ip -6 route; ${httpGet(allowed, 20)}'`,
     );
     process.stderr.write(`[ipv6 tier] container:\n${inside.stdout}${inside.stderr}`);
+    if (!inside.stdout.includes('allowed-ok')) {
+      // What the VM did with the container's packets: its forwarding, NAT and routes.
+      const why = ssh(
+        `sysctl net.ipv6.conf.all.forwarding net.ipv6.conf.enp1s0.accept_ra; ip -6 route; ip -6 route get ${allowed} from fd00:d0c:0:1::2 iif docker0; ip6tables -w -t nat -L POSTROUTING -v -n; ip6tables -w -L FORWARD -v -n; ip6tables -w -L DOCKER-USER -v -n`,
+      );
+      process.stderr.write(`[ipv6 tier] the VM's forwarding:\n${why.stdout}${why.stderr}\n`);
+      process.stderr.write(
+        `[ipv6 tier] allowed server's clients: ${readFileSync(join(work, 'allowed-ok.clients'), 'utf8')}\n`,
+      );
+    }
     expect(inside.stdout).toMatch(/inet6 fd00:d0c:0:1:/);
     expect(inside.stdout, inside.stderr).toContain('allowed-ok');
     // Through NAT: the server saw the VM's address, not the container's unique local one.
     const clients = readFileSync(join(work, 'allowed-ok.clients'), 'utf8').trim().split('\n');
     expect(clients.at(-1)).toBe(guestAddress);
     expect(clients.join('\n')).not.toMatch(/fd00:d0c/);
+    const dropsBefore = dropCount('2001:db8:6:bad::/64');
     const containerBlocked = ssh(
-      `docker run --rm ipv6-tier:local /bin/busybox wget -q -T 10 -O - http://[${blocked}]:${port}/`,
+      `docker run --rm ipv6-tier:local /bin/busybox sh -c '${httpGet(blocked, 10)}'`,
     );
     expect(containerBlocked.stdout).not.toContain('blocked-reached');
+    expect(containerBlocked.stdout).toMatch(/^nc exit [1-9]/m);
+    // Dropped by the filter on the host (after the VM's NAT), not lost inside the VM.
+    expect(dropCount('2001:db8:6:bad::/64')).toBeGreaterThan(dropsBefore);
     mark('container reached the allowed server through Docker IPv6 NAT, not the blocked one');
     // The blocked server saw only the host's own try.
     expect(readFileSync(join(work, 'blocked-reached.clients'), 'utf8')).toBe(hostTries);

@@ -145,12 +145,16 @@ describe.skipIf(skip)('libvirt tier', () => {
     // No <forward>: an isolated network that never reaches the host's LAN.
     writeFileSync(
       netXml,
-      `<network><name>${network}</name><bridge name="${tag.slice(0, 10)}br" stp="on" delay="0"/>` +
+      `<network xmlns:dnsmasq="http://libvirt.org/schemas/network/dnsmasq/1.0"><name>${network}</name><bridge name="${tag.slice(0, 10)}br" stp="on" delay="0"/>` +
         `<domain name="test" localOnly="yes"/><dns><host ip="192.0.2.7"><hostname>probe.test</hostname></host></dns>` +
-        `<ip address="${gateway}" netmask="255.255.255.0"><dhcp><range start="192.168.231.10" end="192.168.231.50"/></dhcp></ip></network>`,
+        `<ip address="${gateway}" netmask="255.255.255.0"><dhcp><range start="192.168.231.10" end="192.168.231.50"/></dhcp></ip>` +
+        // Its dnsmasq never forwards a guest's query to the host's resolvers (maybe off this machine).
+        '<dnsmasq:options><dnsmasq:option value="no-resolv"/></dnsmasq:options></network>',
     );
     virsh(['net-define', netXml]);
     virsh(['net-start', network]);
+    if (!/^no-resolv$/m.test(readFileSync(`/var/lib/libvirt/dnsmasq/${network}.conf`, 'utf8')))
+      throw new Error(`the dnsmasq of ${network} would forward guests' queries to the host's resolvers`);
     hostListener = createServer((socket) => {
       hostConnections++;
       socket.end('host-hello\n');

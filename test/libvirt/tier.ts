@@ -131,19 +131,46 @@ export function defineIsolatedNetwork(
   dir: string,
   hosts: { ip: string; name: string }[] = [],
 ): void {
-  const netXml = join(dir, `${network}.xml`);
+  writeFileSync(join(dir, `${network}.xml`), isolatedNetworkXml(network, bridge, subnet, hosts));
+  tierVirsh(['net-define', join(dir, `${network}.xml`)]);
+  tierVirsh(['net-start', network]);
+}
+
+/** The configuration libvirt wrote for `network`'s dnsmasq (the tiers assert what it forwards). */
+export function networkDnsmasqConf(network: string): string {
+  return readFileSync(`/var/lib/libvirt/dnsmasq/${network}.conf`, 'utf8');
+}
+
+/**
+ * The XML of defineIsolatedNetwork's network. Its dnsmasq answers only from what the network
+ * knows (no-resolv: it never forwards a guest's query to the host's resolvers, which may be off
+ * this machine), and the domain of `hosts` is local: asked for a record the network lacks (an A
+ * record of a name it has only an IPv6 address for), it says "no such record" at once instead of
+ * failing, which would fail the whole lookup of a resolver asking for both.
+ */
+export function isolatedNetworkXml(
+  network: string,
+  bridge: string,
+  subnet: string,
+  hosts: { ip: string; name: string }[] = [],
+): string {
   const ip = subnet.includes(':')
     ? `<ip family="ipv6" address="${subnet}::1" prefix="64"><dhcp><range start="${subnet}::100" end="${subnet}::1ff"/></dhcp></ip>`
     : `<ip address="${subnet}.1" netmask="255.255.255.0"><dhcp><range start="${subnet}.10" end="${subnet}.50"/></dhcp></ip>`;
+  const domains = [...new Set(hosts.map((h) => h.name.split('.').slice(1).join('.')).filter(Boolean))];
+  if (domains.length > 1)
+    throw new Error(`a libvirt network has one <domain>; hosts are in ${domains.join(', ')}`);
   const dns = hosts.length
     ? `<dns>${hosts.map((h) => `<host ip="${h.ip}"><hostname>${h.name}</hostname></host>`).join('')}</dns>`
     : '';
-  writeFileSync(
-    netXml,
-    `<network><name>${network}</name><bridge name="${bridge}" stp="on" delay="0"/>${dns}${ip}</network>`,
-  );
-  tierVirsh(['net-define', netXml]);
-  tierVirsh(['net-start', network]);
+  return [
+    `<network xmlns:dnsmasq="http://libvirt.org/schemas/network/dnsmasq/1.0"><name>${network}</name>`,
+    `<bridge name="${bridge}" stp="on" delay="0"/>`,
+    ...domains.map((d) => `<domain name="${d}" localOnly="yes"/>`),
+    dns,
+    ip,
+    '<dnsmasq:options><dnsmasq:option value="no-resolv"/></dnsmasq:options></network>',
+  ].join('');
 }
 
 /**
