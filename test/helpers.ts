@@ -154,15 +154,3 @@ export async function execAsync(
     throw new Error(`${file} ${args.join(' ')} exited ${r.status}: ${r.stderr.slice(-2000)}`);
   return r.stdout;
 }
-
-/**
- * Tiers that are written but not yet in CI's default run: each boots the stand-in several times
- * under TCG (10–20 minutes apiece on these machines), which would take a cold CI run past its 75
- * minutes, and not all of them have passed yet. `APPLIANCE_PENDING_TIERS=1` runs them (with
- * `npm test`, or vitest on the file). The reason says what is missing.
- */
-export function pendingTier(missing: string): string | undefined {
-  return process.env.APPLIANCE_PENDING_TIERS === '1'
-    ? undefined
-    : `not in the default run yet (${missing}); APPLIANCE_PENDING_TIERS=1 runs it`;
-}
