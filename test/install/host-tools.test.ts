@@ -18,6 +18,7 @@ import { repoRoot } from '../helpers.js';
 const testTools: Record<string, string> = {
   bash: 'bash',
   sh: 'dash',
+  dash: 'dash',
   cp: 'coreutils',
   ln: 'coreutils',
   rm: 'coreutils',
@@ -121,6 +122,7 @@ const indirect: Record<string, string[]> = {
   'test/render/determinism.test.ts sh -c: "$0"': ['node'], // exec "$0" "$@" with this Node as $0
   'test/libvirt/tier.ts daemon': ['virtlogd', 'libvirtd'],
   'test/libvirt/health-judge.test.ts shellFile': ['sh', 'busybox'], // dash, and BusyBox's ash
+  'test/smoke/docker-gate.test.ts shell': ['bash', 'dash', 'busybox'], // the guests' kinds of shell
   'test/install/pack.test.ts npm': ['npm'],
   'test/install/pack.test.ts bin': ['node'], // the installed package's appliance
   // the CI template's smoke job script: appliance (this Node) on PATH

@@ -16,7 +16,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { libvirtSerialLog } from '../../src/guest/index.js';
-import { commandExists, processRunning, runCliAsync, skipReason, tempDir } from '../helpers.js';
+import { commandExists, pendingTier, processRunning, runCliAsync, skipReason, tempDir } from '../helpers.js';
 import {
   defineIsolatedNetwork,
   guestSsh,
@@ -51,7 +51,10 @@ const port = 8086;
 
 const skip = skipReason(
   'libvirt IPv6-only tier',
-  standinTierMissing() ??
+  pendingTier(
+    'it passes (141-165 s), but with it the warm CI run took 2689 s here on 2026-12-07, at the 45-minute limit',
+  ) ??
+    standinTierMissing() ??
     (existsSync('/bin/busybox')
       ? undefined
       : 'busybox-static is not installed (the container image is made from it)') ??
@@ -140,7 +143,7 @@ describe.skipIf(skip)('libvirt tier: the VM on an IPv6-only network behind the f
       cfg,
       [
         `name: ${name}`,
-        'vm: {memory: 1G, vcpus: 1}',
+        'vm: {memory: 1G, vcpus: 2}',
         'dataDisk: {size: 2G}',
         `network: {blockPrefixes: ["${blockedPrefix}", "203.0.113.128/25"]}`,
         '',
