@@ -16,13 +16,22 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultImagePaths, imageVolumes } from '../../src/guest/index.js';
 import { recordedDigests } from '../../src/libvirt/index.js';
 import { commandExists, execAsync, repoRoot, runCli, runCliAsync, skipReason, tempDir } from '../helpers.js';
-import { removeTierObjects, startLocalSshd, startTier, stopTier, type TierDaemons } from './tier.js';
+import {
+  isolatedNetworkXml,
+  networkDnsmasqConf,
+  removeTierObjects,
+  startLocalSshd,
+  startTier,
+  stopTier,
+  type TierDaemons,
+} from './tier.js';
 
 const uri = 'qemu:///system';
 const tag = `ratest${process.pid}`;
 const pool = `${tag}-pool`;
 const network = `${tag}-net`;
-const gateway = '192.168.231.1';
+const subnet = '192.168.231';
+const gateway = `${subnet}.1`;
 
 function virsh(args: string[], allowFailure = false): string {
   const r = spawnSync('virsh', ['-q', '-c', uri, ...args], { encoding: 'utf8', timeout: 120_000 });
@@ -142,18 +151,15 @@ describe.skipIf(skip)('libvirt tier', () => {
     g = await guest();
     work = tempDir('appliance-libvirt-');
     const netXml = join(work, 'net.xml');
-    // No <forward>: an isolated network that never reaches the host's LAN.
+    // No <forward>: an isolated network that never reaches the host's LAN; its dnsmasq never
+    // forwards a guest's query to the host's resolvers (maybe off this machine).
     writeFileSync(
       netXml,
-      `<network xmlns:dnsmasq="http://libvirt.org/schemas/network/dnsmasq/1.0"><name>${network}</name><bridge name="${tag.slice(0, 10)}br" stp="on" delay="0"/>` +
-        `<domain name="test" localOnly="yes"/><dns><host ip="192.0.2.7"><hostname>probe.test</hostname></host></dns>` +
-        `<ip address="${gateway}" netmask="255.255.255.0"><dhcp><range start="192.168.231.10" end="192.168.231.50"/></dhcp></ip>` +
-        // Its dnsmasq never forwards a guest's query to the host's resolvers (maybe off this machine).
-        '<dnsmasq:options><dnsmasq:option value="no-resolv"/></dnsmasq:options></network>',
+      isolatedNetworkXml(network, `${tag.slice(0, 10)}br`, subnet, [{ ip: '192.0.2.7', name: 'probe.test' }]),
     );
     virsh(['net-define', netXml]);
     virsh(['net-start', network]);
-    if (!/^no-resolv$/m.test(readFileSync(`/var/lib/libvirt/dnsmasq/${network}.conf`, 'utf8')))
+    if (!/^no-resolv$/m.test(networkDnsmasqConf(network)))
       throw new Error(`the dnsmasq of ${network} would forward guests' queries to the host's resolvers`);
     hostListener = createServer((socket) => {
       hostConnections++;
