@@ -28,6 +28,8 @@ export default defineConfig({
         test: {
           name: 'vm',
           include: vmLane,
+          // A cold run builds the arm64 stand-in at idle priority meanwhile (test/prebuild.ts).
+          globalSetup: ['test/prebuild.ts'],
           pool: 'forks',
           poolOptions: { forks: { singleFork: true } },
         },

@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: wall times of the main commands on the default appliance.yaml, printed as
  * figures (median of a few runs). Steps that need a Buildroot tree are skipped, with the reason,
- * when none is found. `npm run bench -- --smoke-only` runs only the stand-in smoke.
+ * when none is found. `npm run bench -- --smoke-only` runs only the stand-in smoke;
+ * `--arch aarch64` smokes the arm64 stand-in (under qemu-system-aarch64) instead of the x86_64 one.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -31,6 +32,17 @@ function report(name: string, t: { median: number; runs: number[] }): void {
   );
 }
 
+/** `--arch A` (or `--arch=A`): which stand-in to smoke. */
+function standinArch(argv: readonly string[]): 'x86_64' | 'aarch64' {
+  const i = argv.findIndex((a) => a === '--arch' || a.startsWith('--arch='));
+  if (i < 0) return 'x86_64';
+  const value = argv[i]?.startsWith('--arch=') ? argv[i]?.slice('--arch='.length) : argv[i + 1];
+  if (value === 'x86_64' || value === 'aarch64') return value;
+  process.stderr.write(`error: --arch ${value ?? '(nothing)'} is not an architecture: pass x86_64 or aarch64\n`);
+  process.exit(2);
+}
+
+const arch = standinArch(process.argv.slice(2));
 const work = mkdtempSync(join(tmpdir(), 'appliance-bench-'));
 try {
   process.stdout.write(
@@ -38,7 +50,7 @@ try {
   );
   // `npm run bench -- --smoke-only`: just the stand-in smoke.
   if (!process.argv.includes('--smoke-only')) benchCommands(work);
-  benchStandin(work);
+  benchStandin(work, arch);
 } finally {
   rmSync(work, { recursive: true, force: true });
 }
@@ -59,13 +71,16 @@ function benchCommands(work: string): void {
 }
 
 /** The stand-in image (a test fixture from Debian packages, not the Buildroot product) under TCG. */
-function benchStandin(dir: string): void {
+function benchStandin(dir: string, arch: 'x86_64' | 'aarch64'): void {
   const script = join(packageRoot(), 'test', 'fixtures', 'standin', 'build-standin.sh');
   if (process.getuid?.() !== 0) {
     process.stdout.write('stand-in boot: skipped (building the stand-in image needs root)\n');
     return;
   }
-  const built = spawnSync('bash', [script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  const built = spawnSync('bash', [script, '--arch', arch], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   if (built.status !== 0) {
     process.stdout.write('stand-in boot: skipped (the stand-in image could not be built; see above)\n');
     return;
@@ -93,7 +108,7 @@ function benchStandin(dir: string): void {
   // The whole command as a user waits for it (node start to exit), without the idle hold.
   const smokeWall = t.median - (timeline.idleSeconds ?? hold);
   const line = (label: string, value: string) =>
-    process.stdout.write(`stand-in (TCG): ${label.padEnd(50)} ${value}\n`);
+    process.stdout.write(`stand-in ${arch} (TCG): ${label.padEnd(50)} ${value}\n`);
   line('bare boot: QEMU start to docker.service active', `${dockerReady.toFixed(1)} s`);
   line('whole appliance smoke (wall, without --hold)', `${smokeWall.toFixed(1)} s`);
   line('smoke wall / bare Docker ready (target <= 1.15)', (smokeWall / dockerReady).toFixed(2));
@@ -111,10 +126,10 @@ function benchStandin(dir: string): void {
   );
   // Gathered during the hold; the lines after systemd-analyze's two-line legend.
   const chain = (timeline.criticalChain ?? '').split('\n').slice(3).join('\n    ');
-  if (chain) process.stdout.write(`stand-in (TCG): boot critical chain\n    ${chain}\n`);
+  if (chain) process.stdout.write(`stand-in ${arch} (TCG): boot critical chain\n    ${chain}\n`);
   if (timeline.qemuRssKiB && timeline.guestMemoryKiB) {
     process.stdout.write(
-      `stand-in (TCG): QEMU resident memory after ${hold} s idle ${(timeline.qemuRssKiB / 1024).toFixed(0)} MiB of ${(timeline.guestMemoryKiB / 1024).toFixed(0)} MiB guest memory (${((100 * timeline.qemuRssKiB) / timeline.guestMemoryKiB).toFixed(0)}%)\n`,
+      `stand-in ${arch} (TCG): QEMU resident memory after ${hold} s idle ${(timeline.qemuRssKiB / 1024).toFixed(0)} MiB of ${(timeline.guestMemoryKiB / 1024).toFixed(0)} MiB guest memory (${((100 * timeline.qemuRssKiB) / timeline.guestMemoryKiB).toFixed(0)}%)\n`,
     );
   }
 }

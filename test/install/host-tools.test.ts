@@ -36,6 +36,7 @@ const testTools: Record<string, string> = {
   id: 'coreutils',
   uname: 'coreutils',
   nproc: 'coreutils',
+  nice: 'coreutils',
   mktemp: 'coreutils',
   mkfifo: 'coreutils',
   debugfs: 'e2fsprogs',
@@ -86,6 +87,9 @@ const testTools: Record<string, string> = {
   virtlogd: 'libvirt-daemon',
   libvirtd: 'libvirt-daemon',
   'qemu-system-x86_64': 'qemu-system-x86',
+  'qemu-system-aarch64': 'qemu-system-arm',
+  'aarch64-linux-gnu-gcc': 'gcc-aarch64-linux-gnu',
+  'qemu-aarch64-static': 'qemu-user-static',
 };
 
 /** Helpers that daemons run (no source here names them): libvirtd's, for networks and nwfilter. */
@@ -129,6 +133,7 @@ const indirect: Record<string, string[]> = {
   'test/install/gitlab-ci.test.ts sh -c line': ['node'],
   // shell fixtures: arrays and variables used as commands
   'test/fixtures/standin/build-standin.sh "$src/scripts/kconfig/merge_config.sh"': ['merge_config.sh'],
+  'test/fixtures/standin/build-standin.sh "${cross}gcc"': ['gcc', 'aarch64-linux-gnu-gcc'],
   'test/fixtures/standin/build-standin.sh "$repo/test/fixtures/kernel-source.sh"': [],
   'test/fixtures/standin/boot-check.sh "$here/build-standin.sh"': [],
   'test/fixtures/standin/boot-check.sh "${sshc[@]}"': ['timeout', 'ssh'],

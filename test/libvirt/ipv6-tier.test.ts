@@ -16,7 +16,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { libvirtSerialLog } from '../../src/guest/index.js';
-import { commandExists, pendingTier, processRunning, runCliAsync, skipReason, tempDir } from '../helpers.js';
+import { commandExists, processRunning, runCliAsync, skipReason, tempDir } from '../helpers.js';
 import {
   defineIsolatedNetwork,
   guestSsh,
@@ -51,10 +51,7 @@ const port = 8086;
 
 const skip = skipReason(
   'libvirt IPv6-only tier',
-  pendingTier(
-    'it passes (141-165 s), but with it the warm CI run took 2689 s here on 2026-12-07, at the 45-minute limit',
-  ) ??
-    standinTierMissing() ??
+  standinTierMissing() ??
     (existsSync('/bin/busybox')
       ? undefined
       : 'busybox-static is not installed (the container image is made from it)') ??

@@ -9,7 +9,6 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -17,9 +16,13 @@ import { defaultImagePaths, imageVolumes } from '../../src/guest/index.js';
 import { recordedDigests } from '../../src/libvirt/index.js';
 import { commandExists, execAsync, repoRoot, runCli, runCliAsync, skipReason, tempDir } from '../helpers.js';
 import {
+  droppedToPrivate,
+  guestIp,
+  httpGet,
   isolatedNetworkXml,
   networkDnsmasqConf,
   removeTierObjects,
+  serialUntilDone,
   startLocalSshd,
   startTier,
   stopTier,
@@ -91,49 +94,6 @@ async function guest(): Promise<{ kernel: string; initrd: string; rootfs: string
   });
   const get = (k: string) => new RegExp(`^${k}=(.*)$`, 'm').exec(out)?.[1] ?? '';
   return { kernel: get('kernel'), initrd: get('initrd'), rootfs: get('rootfs') };
-}
-
-async function serialUntilDone(name: string, seconds: number): Promise<string> {
-  const log = `/var/log/libvirt/qemu/${name}-serial.log`;
-  const deadline = Date.now() + seconds * 1000;
-  let text = '';
-  while (Date.now() < deadline) {
-    text = existsSync(log) ? readFileSync(log, 'utf8') : '';
-    if (text.includes('TINY-GUEST: done')) return text;
-    await new Promise((r) => setTimeout(r, 500));
-  }
-  return text;
-}
-
-/** GET http://ip:port/ from the host; the body, or the error's name on failure/timeout. */
-function httpGet(ip: string, port: number, timeoutMs = 10_000): Promise<string> {
-  return new Promise((resolve) => {
-    const req = request({ host: ip, port, path: '/', timeout: timeoutMs }, (res) => {
-      let body = '';
-      res.on('data', (d) => {
-        body += d;
-      });
-      res.on('end', () => resolve(body));
-    });
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', (e) => resolve(`error: ${e.message}`));
-    req.end();
-  });
-}
-
-function guestIp(log: string): string {
-  return /TINY-GUEST: listening ip=(\S+) port=8080/.exec(log)?.[1] ?? '';
-}
-
-/** Packets the filter dropped towards 192.168.0.0/16 on the domain's interface (iptables, host-in chain). */
-function droppedToPrivate(name: string): number {
-  const dev = /^\s*(\S+)\s+network\s/m.exec(virsh(['domiflist', name]))?.[1];
-  if (!dev) return 0;
-  const chain = spawnSync('iptables', ['-L', `HI-${dev}`, '-n', '-v', '-x'], { encoding: 'utf8' }).stdout;
-  return chain
-    .split('\n')
-    .filter((l) => /\bDROP\b/.test(l) && /192\.168\.0\.0\/16/.test(l))
-    .reduce((n, l) => n + Number(l.trim().split(/\s+/)[0] ?? 0), 0);
 }
 
 describe.skipIf(skip)('libvirt tier', () => {

@@ -14,6 +14,7 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
+import { request } from 'node:http';
 import { join } from 'node:path';
 import { commandExists, execAsync, processRunning, repoRoot } from '../helpers.js';
 
@@ -281,4 +282,49 @@ export async function startLocalSshd(dir: string, port: number): Promise<{ pid: 
   for (let i = 0; i < 50 && !existsSync(pidFile); i++) await new Promise((r) => setTimeout(r, 100));
   const pid = Number(readFileSync(pidFile, 'utf8').trim());
   return { pid, uri: `qemu+ssh://root@127.0.0.1:${port}/system?keyfile=${dir}/key&no_verify=1` };
+}
+
+/** The serial log of tiny-guest domain `name` once its init says "done" (or what there is after `seconds`). */
+export async function serialUntilDone(name: string, seconds: number): Promise<string> {
+  const log = `/var/log/libvirt/qemu/${name}-serial.log`;
+  const deadline = Date.now() + seconds * 1000;
+  let text = '';
+  while (Date.now() < deadline) {
+    text = existsSync(log) ? readFileSync(log, 'utf8') : '';
+    if (text.includes('TINY-GUEST: done')) return text;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  return text;
+}
+
+/** GET http://ip:port/ from the host; the body, or the error's name on failure/timeout. */
+export function httpGet(ip: string, port: number, timeoutMs = 10_000): Promise<string> {
+  return new Promise((resolve) => {
+    const req = request({ host: ip, port, path: '/', timeout: timeoutMs }, (res) => {
+      let body = '';
+      res.on('data', (d) => {
+        body += d;
+      });
+      res.on('end', () => resolve(body));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', (e) => resolve(`error: ${e.message}`));
+    req.end();
+  });
+}
+
+/** The address the tiny guest says it listens on. */
+export function guestIp(log: string): string {
+  return /TINY-GUEST: listening ip=(\S+) port=8080/.exec(log)?.[1] ?? '';
+}
+
+/** Packets the filter dropped towards 192.168.0.0/16 on the domain's interface (iptables, host-in chain). */
+export function droppedToPrivate(name: string): number {
+  const dev = /^\s*(\S+)\s+network\s/m.exec(tierVirsh(['domiflist', name]))?.[1];
+  if (!dev) return 0;
+  const chain = spawnSync('iptables', ['-L', `HI-${dev}`, '-n', '-v', '-x'], { encoding: 'utf8' }).stdout;
+  return chain
+    .split('\n')
+    .filter((l) => /\bDROP\b/.test(l) && /192\.168\.0\.0\/16/.test(l))
+    .reduce((n, l) => n + Number(l.trim().split(/\s+/)[0] ?? 0), 0);
 }
