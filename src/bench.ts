@@ -38,7 +38,9 @@ function standinArch(argv: readonly string[]): 'x86_64' | 'aarch64' {
   if (i < 0) return 'x86_64';
   const value = argv[i]?.startsWith('--arch=') ? argv[i]?.slice('--arch='.length) : argv[i + 1];
   if (value === 'x86_64' || value === 'aarch64') return value;
-  process.stderr.write(`error: --arch ${value ?? '(nothing)'} is not an architecture: pass x86_64 or aarch64\n`);
+  process.stderr.write(
+    `error: --arch ${value ?? '(nothing)'} is not an architecture: pass x86_64 or aarch64\n`,
+  );
   process.exit(2);
 }
 
