@@ -12,18 +12,6 @@ export function tempDir(prefix = 'appliance-test-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
 }
 
-/**
- * Tiers that pass but are not in CI's default run, because the warm CI run would go past its 45
- * minutes with them (every stand-in boot costs minutes under TCG on 2 cores).
- * `APPLIANCE_PENDING_TIERS=1` runs them (with `npm test`, or vitest on the file). The reason says
- * what is missing.
- */
-export function pendingTier(missing: string): string | undefined {
-  return process.env.APPLIANCE_PENDING_TIERS === '1'
-    ? undefined
-    : `not in the default run yet (${missing}); APPLIANCE_PENDING_TIERS=1 runs it`;
-}
-
 export interface CliResult {
   status: number;
   stdout: string;

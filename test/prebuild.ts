@@ -1,12 +1,12 @@
 /**
  * globalSetup of the `vm` lane: when the aarch64 tier is among the files to run, start building
  * the arm64 stand-in (test/fixtures/standin/build-standin.sh --arch aarch64) in the background at
- * idle priority (nice 19). On a cold machine that build (a cross-built kernel, a debootstrap under
+ * idle priority (nice 19). On a cold machine that build (a cross-built kernel, a root installed under
  * the emulator) then runs on the CPU the lanes leave idle — the TCG guests' waits, the host
  * lane's end — instead of all at once in the tier's beforeAll. The tier calls the same script,
  * which waits for this one (the cache lock) and then finds the image. On a warm machine the
  * script finds its cache and exits within seconds. A build still running when the run ends is
- * stopped with its whole process group (make, gcc, debootstrap), so nothing is left behind.
+ * stopped with its whole process group (make, gcc, mmdebstrap, dpkg), so nothing is left behind.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, openSync } from 'node:fs';
@@ -19,14 +19,21 @@ import { commandExists, processRunning, repoRoot } from './helpers.js';
 function notStarted(): string | undefined {
   if (process.env.APPLIANCE_SKIP_SMOKE_TIER) return 'APPLIANCE_SKIP_SMOKE_TIER is set';
   if (process.getuid?.() !== 0 || process.arch !== 'x64') return 'not root on x86_64';
-  const absent = ['aarch64-linux-gnu-gcc', 'qemu-aarch64-static', 'debootstrap', 'mksquashfs'].filter(
-    (t) => !commandExists(t),
-  );
+  const absent = [
+    'aarch64-linux-gnu-gcc',
+    'qemu-aarch64-static',
+    'mmdebstrap',
+    'arch-test',
+    'mksquashfs',
+  ].filter((t) => !commandExists(t));
   return absent.length ? `missing ${absent.join(', ')}` : undefined;
 }
 
 export default async function setup(project: TestProject): Promise<(() => void) | undefined> {
-  const { testFiles } = await project.globTestFiles(project.vitest.config.filters);
+  // The file filters of this run (`vitest run test/smoke/`): vitest 3.2 keeps them in an internal
+  // field; without it every file of the lane counts, and the build starts.
+  const filters = (project.vitest as unknown as { filenamePattern?: string[] }).filenamePattern;
+  const { testFiles } = await project.globTestFiles(filters ?? []);
   if (!testFiles.some((f) => f.endsWith('/aarch64-tier.test.ts'))) return undefined;
   const why = notStarted();
   if (why) return undefined; // the tier itself says why it skips
@@ -52,7 +59,7 @@ export default async function setup(project: TestProject): Promise<(() => void) 
   const stop = () => {
     if (done || !processRunning(pid)) return;
     try {
-      process.kill(-pid, 'SIGTERM'); // its process group: bash, make, gcc, debootstrap
+      process.kill(-pid, 'SIGTERM'); // its process group: bash, make, gcc, mmdebstrap, dpkg
     } catch {
       // already gone
     }

@@ -19,7 +19,7 @@ import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import type { Client } from 'ssh2';
 import ssh2 from 'ssh2';
-import type { ApplianceConfig, Arch } from '../config/index.js';
+import { type ApplianceConfig, type Arch, nativePlatform } from '../config/index.js';
 import { ApplianceError, ExitCode } from '../errors.js';
 import {
   type Accel,
@@ -43,10 +43,14 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
-/** Is this ELF file statically linked (no PT_INTERP program header)? */
-function isStaticElf(path: string): boolean {
+/** ELF e_machine of each architecture. */
+const elfMachine: Record<Arch, number> = { x86_64: 62, aarch64: 183 };
+
+/** Is this ELF file a statically linked (no PT_INTERP program header) executable for `arch`? */
+function isStaticElf(path: string, arch: Arch): boolean {
   const b = readFileSync(path);
   if (b.length < 64 || b.readUInt32BE(0) !== 0x7f454c46 || b[4] !== 2) return false;
+  if (b.readUInt16LE(18) !== elfMachine[arch]) return false;
   const phoff = Number(b.readBigUInt64LE(32));
   const phentsize = b.readUInt16LE(54);
   const phnum = b.readUInt16LE(56);
@@ -54,10 +58,14 @@ function isStaticElf(path: string): boolean {
   return true;
 }
 
-/** A one-binary rootfs tarball for `docker import`, from a static busybox on this host. */
-async function defaultImageTar(work: string): Promise<string | undefined> {
+/**
+ * A one-binary rootfs tarball for `docker import`, from a static busybox on this host built for
+ * the guest's architecture (an x86_64 host's busybox in an aarch64 guest would run, but under
+ * the amd64 emulator: not the native run the check is about).
+ */
+async function defaultImageTar(work: string, arch: Arch): Promise<string | undefined> {
   for (const candidate of ['/bin/busybox', '/usr/bin/busybox']) {
-    if (existsSync(candidate) && isStaticElf(candidate)) {
+    if (existsSync(candidate) && isStaticElf(candidate, arch)) {
       const root = join(work, 'image-root');
       mkdirSync(join(root, 'bin'), { recursive: true });
       copyFileSync(candidate, join(root, 'bin', 'busybox'));
@@ -155,11 +163,14 @@ export async function prepare(config: ApplianceConfig, b: BootInput): Promise<Pr
     writeFileSync(publicFile, `${pair.public}\n`);
     return { private: pair.private, publicFile };
   };
+  const platformImages = b.platformImages ?? {};
+  // The native test image: --image-tar, else the --platform-image of the guest's own platform,
+  // else this host's static busybox when it is of the guest's architecture.
+  const native = nativePlatform[b.arch];
   const image = async () => {
-    const tar = b.imageTar ?? (await defaultImageTar(b.work));
+    const tar = b.imageTar ?? platformImages[native] ?? (await defaultImageTar(b.work, b.arch));
     return tar ? readFileSync(tar) : undefined;
   };
-  const platformImages = b.platformImages ?? {};
   const buildContext = async () =>
     buildxPlatforms.every((p) => platformImages[p])
       ? readFileSync(await buildContextTar(b.work, platformImages))
@@ -181,7 +192,7 @@ export async function prepare(config: ApplianceConfig, b: BootInput): Promise<Pr
     buildContext: context,
     noImageReason: imageTar
       ? undefined
-      : 'no static busybox on this host to make a test image (apt-get install busybox-static, or pass --image-tar)',
+      : `no test image for ${native}: pass --image-tar, or --platform-image ${native}=TAR (test/fixtures/platform-images.sh makes one from Debian's busybox-static); on an ${b.arch} host, apt-get install busybox-static`,
   };
 }
 

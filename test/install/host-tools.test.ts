@@ -90,6 +90,7 @@ const testTools: Record<string, string> = {
   'qemu-system-aarch64': 'qemu-system-arm',
   'aarch64-linux-gnu-gcc': 'gcc-aarch64-linux-gnu',
   'qemu-aarch64-static': 'qemu-user-static',
+  mmdebstrap: 'mmdebstrap',
 };
 
 /** Helpers that daemons run (no source here names them): libvirtd's, for networks and nwfilter. */

@@ -2,10 +2,11 @@
  * aarch64 tier: the appliance's other architecture booted for real, under TCG.
  * - `appliance smoke` of the arm64 stand-in image (`npm run standin -- --arch aarch64`: Debian's
  *   kernel source cross-built with Buildroot's aarch64-virt board config and our fragments, an
- *   arm64 debootstrap root with our rendered overlay; not the Buildroot product) under
+ *   arm64 mmdebstrap root with our rendered overlay; not the Buildroot product) under
  *   `qemu-system-aarch64` (virt, GICv3, `-cpu max`). No `--arch`: the smoke takes it from the
- *   kernel image. The platforms an aarch64 appliance emulates (linux/amd64, linux/arm/v7) get
- *   their busybox images, so every check that passes on x86_64 runs here too.
+ *   kernel image. Its native test image is Debian's arm64 busybox (the host's is x86_64), and the
+ *   platforms an aarch64 appliance emulates (linux/amd64, linux/arm/v7) get theirs, so every
+ *   check that passes on x86_64 runs here too.
  * - The emitted aarch64 domain XML, through `vm define` + `vm start` on a libvirt network without
  *   `<forward>`, behind the isolation filter: a tiny guest (that kernel, an arm64 BusyBox root;
  *   test/fixtures/tiny-guest.sh) reports the credential, DHCP, DNS and that its connections to
@@ -42,13 +43,14 @@ const gateway = `${subnet}.1`;
 function prerequisite(): string | undefined {
   if (process.env.APPLIANCE_SKIP_SMOKE_TIER) return 'APPLIANCE_SKIP_SMOKE_TIER is set';
   if (process.getuid?.() !== 0)
-    return 'needs root (debootstrap and binfmt_misc for the stand-in, the libvirt system daemon)';
+    return 'needs root (mmdebstrap and binfmt_misc for the stand-in, the libvirt system daemon)';
   if (process.arch !== 'x64') return 'the stand-in is built on an x86_64 host';
   const tools: [string, string][] = [
     ['qemu-system-aarch64', 'qemu-system-arm'],
     ['aarch64-linux-gnu-gcc', 'gcc-aarch64-linux-gnu'],
     ['qemu-aarch64-static', 'qemu-user-static'],
-    ['debootstrap', 'debootstrap'],
+    ['mmdebstrap', 'mmdebstrap'],
+    ['arch-test', 'arch-test'],
     ['mksquashfs', 'squashfs-tools'],
     ['virsh', 'libvirt-clients'],
     ['libvirtd', 'libvirt-daemon-system'],
@@ -74,7 +76,8 @@ describe.skipIf(skip)('aarch64 tier: the arm64 stand-in and the aarch64 domain X
   let work: string;
 
   beforeAll(async () => {
-    // Cold, this builds the arm64 stand-in (cross-built kernel, debootstrap under the emulator).
+    // Cold, this builds the arm64 stand-in (cross-built kernel, mmdebstrap under the emulator),
+    // or waits for test/prebuild.ts's build of it.
     const out = await execAsync('bash', [
       join(repoRoot, 'test/fixtures/standin/build-standin.sh'),
       '--arch',
@@ -83,6 +86,7 @@ describe.skipIf(skip)('aarch64 tier: the arm64 stand-in and the aarch64 domain X
     image = JSON.parse(out.trim().split('\n').pop() ?? '{}');
     const images = await execAsync('bash', [
       join(repoRoot, 'test/fixtures/platform-images.sh'),
+      'linux/arm64',
       'linux/amd64',
       'linux/arm/v7',
     ]);

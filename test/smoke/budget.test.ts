@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import type { Client } from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ApplianceConfig, parseAppliance } from '../../src/config/index.js';
+import { installSignalHandlers } from '../../src/run/index.js';
 import { type Booted, type BootInput, boot, type Prepared, prepare } from '../../src/smoke/boot.js';
 import { exec } from '../../src/smoke/ssh.js';
 import { commandExists, execAsync, repoRoot, runCli, skipReason, tempDir } from '../helpers.js';
@@ -79,6 +80,9 @@ const { real: realDocuum, why: noRealDocuum } = realDocuumIn();
 const log = (text: string) => process.stderr.write(`[budget smoke] ${text}\n`);
 
 describe.skipIf(skip)('the data disk budget on the stand-in image (TCG)', () => {
+  // QEMU runs in its own process group, started from this worker: Ctrl-C or SIGTERM of the test
+  // run stops it (as the CLI does) instead of leaving it behind.
+  installSignalHandlers();
   let config: ApplianceConfig;
   let image: { kernel: string; rootfs: string };
   let work: string;
