@@ -479,16 +479,21 @@ export function domainXml(config: ApplianceConfig, o: DomainOptions): string {
   else dev.ele('memballoon', { model: 'none' });
   dev.ele('rng', { model: 'virtio' }).ele('backend', { model: 'random' }).txt('/dev/urandom');
   // A guest panic reaches libvirt (GUEST_PANICKED) and on_crash applies. libvirt 9.0 (Debian 12)
-  // knows no panic model for aarch64 'virt', so there QEMU's pvpanic-pci is passed through.
+  // knows no panic model for aarch64 'virt', so there QEMU's pvpanic-pci is passed through, at a
+  // fixed slot of the root bus: without an address QEMU put it in slot 1 before libvirt's own
+  // devices and refused to start the domain (libvirt's first pcie-root-port is at 0x1).
   if (x86) dev.ele('panic', { model: 'isa' });
   else
     dom
       .ele('qemu:commandline')
       .ele('qemu:arg', { value: '-device' })
       .up()
-      .ele('qemu:arg', { value: 'pvpanic-pci' });
+      .ele('qemu:arg', { value: aarch64PanicDevice });
   return `${doc.end({ prettyPrint: true, headless: true })}\n`;
 }
+
+/** QEMU's pvpanic-pci on aarch64 'virt', at the last slot of the root bus (libvirt fills it from slot 1). */
+export const aarch64PanicDevice = 'pvpanic-pci,bus=pcie.0,addr=0x1f';
 
 function disk(devices: XMLBuilder, file: string, target: string, readonly: boolean): void {
   const d = devices.ele('disk', { type: 'file', device: 'disk' });

@@ -18,6 +18,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { aarch64PanicDevice } from '../../src/libvirt/xml.js';
 import { commandExists, execAsync, repoRoot, runCliAsync, skipReason, tempDir } from '../helpers.js';
 import {
   defineIsolatedNetwork,
@@ -210,6 +211,8 @@ describe.skipIf(skip)('aarch64 tier: the arm64 stand-in and the aarch64 domain X
       expect(xml).toContain("<gic version='3'/>");
       expect(xml).toContain('console=ttyAMA0,115200');
       expect(xml).not.toContain('<initrd>');
+      // QEMU's pvpanic-pci, passed through at a slot libvirt's own devices do not take.
+      expect(xml).toContain(`<qemu:arg value='${aarch64PanicDevice}'/>`);
       expect(xml).toContain(`<filterref filter='${name}-isolate'>`);
       const start = await runCliAsync(['vm', 'start', '--config', cfg, '--connect', uri]);
       expect(start.status, start.stderr).toBe(0);
