@@ -20,6 +20,12 @@ export interface GuestMachine {
   gicVersion?: 3;
   /** The serial console device the kernel writes to. */
   console: 'ttyS0' | 'ttyAMA0';
+  /**
+   * QEMU's `-cpu` under TCG. aarch64: `max` with pointer authentication computed by QEMU's
+   * cheap implementation-defined algorithm instead of the architected QARMA5, which TCG emulates
+   * slowly while Debian's arm64 userland signs every return address (the guest sees PAuth either way).
+   */
+  tcgCpu: string;
 }
 
 const machines: Record<Arch, GuestMachine> = {
@@ -30,6 +36,7 @@ const machines: Record<Arch, GuestMachine> = {
     qemuMachine: 'q35',
     libvirtMachine: 'q35',
     console: 'ttyS0',
+    tcgCpu: 'max',
   },
   aarch64: {
     arch: 'aarch64',
@@ -39,6 +46,7 @@ const machines: Record<Arch, GuestMachine> = {
     libvirtMachine: 'virt',
     gicVersion: 3,
     console: 'ttyAMA0',
+    tcgCpu: 'max,pauth-impdef=on',
   },
 };
 

@@ -211,7 +211,7 @@ function qemuArgs(
     ...(b.extraCmdline ?? []),
   ]);
   return [
-    ...['-accel', p.accel, '-machine', m.qemuMachine, '-cpu', p.accel === 'kvm' ? 'host' : 'max'],
+    ...['-accel', p.accel, '-machine', m.qemuMachine, '-cpu', p.accel === 'kvm' ? 'host' : m.tcgCpu],
     ...['-m', String(memoryMiB(config)), '-smp', String(config.vm.vcpus)],
     ...['-nodefaults', '-display', 'none', '-no-reboot'],
     ...['-kernel', b.kernel, ...(b.initrd ? ['-initrd', b.initrd] : []), '-append', cmdline.join(' ')],

@@ -3,7 +3,7 @@
  * - `appliance smoke` of the arm64 stand-in image (`npm run standin -- --arch aarch64`: Debian's
  *   kernel source cross-built with Buildroot's aarch64-virt board config and our fragments, an
  *   arm64 mmdebstrap root with our rendered overlay; not the Buildroot product) under
- *   `qemu-system-aarch64` (virt, GICv3, `-cpu max`). No `--arch`: the smoke takes it from the
+ *   `qemu-system-aarch64` (virt, GICv3, `-cpu max,pauth-impdef=on`). No `--arch`: the smoke takes it from the
  *   kernel image. Its native test image is Debian's arm64 busybox (the host's is x86_64), and the
  *   platforms an aarch64 appliance emulates (linux/amd64, linux/arm/v7) get theirs, so every
  *   check that passes on x86_64 runs here too.
