@@ -23,7 +23,6 @@ import {
   networkDnsmasqConf,
   removeTierObjects,
   serialUntilDone,
-  startLocalSshd,
   startTier,
   stopTier,
   type TierDaemons,
@@ -308,41 +307,6 @@ describe.skipIf(skip)('libvirt tier', () => {
     expect(log).toMatch(/TINY-GUEST: tcp gateway ok/);
     expect(hostConnections).toBeGreaterThan(before);
     expect(await httpGet(guestIp(log), 8080)).toContain('tiny-guest-http');
-  }, 600_000);
-
-  it('works on a remote host through qemu+ssh (an sshd on 127.0.0.1 started here)', async () => {
-    if (!existsSync('/usr/sbin/sshd')) {
-      process.stderr.write('\n[skip] qemu+ssh part: /usr/sbin/sshd is not installed (openssh-server)\n');
-      return;
-    }
-    const { pid: sshd, uri: remote } = await startLocalSshd(
-      tempDir('appliance-ssh-'),
-      20000 + (process.pid % 20000),
-    );
-    try {
-      const name = `${tag}-r`;
-      const cfg = join(work, `${name}.yaml`);
-      writeFileSync(cfg, `name: ${name}\nvm: {memory: 512M, vcpus: 1}\ndataDisk: {size: 1G}\n`);
-      defined.push(name);
-      const define = await runCliAsync([
-        ...vmImageArgs('define', cfg, g, remote),
-        '--network',
-        network,
-        '--accel',
-        'tcg',
-      ]);
-      expect(define.status, define.stderr).toBe(0);
-      expect((await runCliAsync(['vm', 'start', '--config', cfg, '--connect', remote])).status).toBe(0);
-      const log = await serialUntilDone(name, 180);
-      expect(log).toMatch(/TINY-GUEST: dhcp ok/);
-      const status = JSON.parse(
-        (await runCliAsync(['vm', 'status', '--config', cfg, '--connect', remote, '--json'])).stdout,
-      );
-      expect(status).toMatchObject({ uri: remote, defined: true });
-      expect((await runCliAsync(['vm', 'destroy', '--config', cfg, '--connect', remote])).status).toBe(0);
-    } finally {
-      process.kill(sshd, 'SIGTERM');
-    }
   }, 600_000);
 
   it('vm define on a bridge without a known gateway refuses (exit 2) instead of defining an unfiltered VM', async () => {
