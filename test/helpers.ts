@@ -154,3 +154,10 @@ export async function execAsync(
     throw new Error(`${file} ${args.join(' ')} exited ${r.status}: ${r.stderr.slice(-2000)}`);
   return r.stdout;
 }
+
+/** QEMU processes whose command line mentions `marker` (a run's output folder): what a run left behind. */
+export function qemuWith(marker: string): string {
+  return spawnSync('sh', ['-c', `pgrep -a qemu-system | grep -F -- '${marker}' || true`], {
+    encoding: 'utf8',
+  }).stdout.trim();
+}

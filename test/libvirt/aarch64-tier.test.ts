@@ -1,37 +1,27 @@
-/**
- * aarch64 tier: the appliance's other architecture booted for real, under TCG.
- * - `appliance smoke` of the arm64 stand-in image (`npm run standin -- --arch aarch64`: Debian's
- *   kernel source cross-built with Buildroot's aarch64-virt board config and our fragments, an
- *   arm64 mmdebstrap root with our rendered overlay; not the Buildroot product) under
- *   `qemu-system-aarch64` (virt, GICv3, `-cpu max,pauth-impdef=on`). No `--arch`: the smoke takes it from the
- *   kernel image. Its native test image is Debian's arm64 busybox (the host's is x86_64), and the
- *   platforms an aarch64 appliance emulates (linux/amd64, linux/arm/v7) get theirs, so every
- *   check that passes on x86_64 runs here too.
- * - The emitted aarch64 domain XML, through `vm define` + `vm start` on a libvirt network without
- *   `<forward>`, behind the isolation filter: a tiny guest (that kernel, an arm64 BusyBox root;
- *   test/fixtures/tiny-guest.sh) reports the credential, DHCP, DNS and that its connections to
- *   the gateway are dropped, and the host reaches its HTTP listener.
- * Everything defined here is removed.
- */
-import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { aarch64PanicDevice } from '../../src/libvirt/xml.js';
-import { commandExists, execAsync, repoRoot, runCliAsync, skipReason, tempDir } from '../helpers.js';
 import {
-  defineIsolatedNetwork,
+  commandExists,
+  execAsync,
+  qemuWith,
+  repoRoot,
+  runCliAsync,
+  skipReason,
+  tempDir,
+} from '../helpers.js';
+import {
   droppedToPrivate,
   guestIp,
   httpGet,
-  networkDnsmasqConf,
   removeTierObjects,
   serialUntilDone,
   startTier,
   stopTier,
   type TierDaemons,
   tierVirsh,
+  tinyGuestNetwork,
   systemUri as uri,
 } from './tier.js';
 
@@ -39,7 +29,7 @@ const tag = `raarm${process.pid}`;
 const pool = `${tag}-pool`;
 const network = `${tag}-net`;
 const subnet = '192.168.232';
-const gateway = `${subnet}.1`;
+const _gateway = `${subnet}.1`;
 
 function prerequisite(): string | undefined {
   if (process.env.APPLIANCE_SKIP_SMOKE_TIER) return 'APPLIANCE_SKIP_SMOKE_TIER is set';
@@ -63,13 +53,6 @@ function prerequisite(): string | undefined {
   return undefined;
 }
 const skip = skipReason('aarch64 tier', prerequisite());
-
-/** QEMU processes whose command line mentions `marker`. */
-function qemuWith(marker: string): string {
-  return spawnSync('sh', ['-c', `pgrep -a qemu-system | grep -F -- '${marker}' || true`], {
-    encoding: 'utf8',
-  }).stdout.trim();
-}
 
 describe.skipIf(skip)('aarch64 tier: the arm64 stand-in and the aarch64 domain XML under TCG', () => {
   let image: { kernel: string; rootfs: string };
@@ -143,29 +126,16 @@ describe.skipIf(skip)('aarch64 tier: the arm64 stand-in and the aarch64 domain X
 
   describe('libvirt', () => {
     let daemons: TierDaemons | undefined;
-    let listener: Server;
-    let connections = 0;
+    let host: Awaited<ReturnType<typeof tinyGuestNetwork>> | undefined;
     const name = `${tag}-vm`;
 
     beforeAll(async () => {
       daemons = startTier();
-      defineIsolatedNetwork(network, `${tag.slice(0, 10)}br`, subnet, work, [
-        { ip: '192.0.2.7', name: 'probe.test' },
-      ]);
-      if (!/^no-resolv$/m.test(networkDnsmasqConf(network)))
-        throw new Error(`the dnsmasq of ${network} would forward guests' queries to the host's resolvers`);
-      listener = createServer((socket) => {
-        connections++;
-        socket.end('host-hello\n');
-      });
-      await new Promise<void>((resolve, reject) => {
-        listener.once('error', reject);
-        listener.listen(8099, gateway, resolve);
-      });
+      host = await tinyGuestNetwork(network, `${tag.slice(0, 10)}br`, subnet, work);
     }, 600_000);
 
     afterAll(() => {
-      listener?.close();
+      host?.close();
       removeTierObjects({ domains: [name], pool, network });
       if (daemons) stopTier(daemons);
     });
@@ -223,7 +193,7 @@ describe.skipIf(skip)('aarch64 tier: the arm64 stand-in and the aarch64 domain X
       expect(log).toMatch(/TINY-GUEST: dns ok/);
       expect(log).toMatch(/TINY-GUEST: ping gateway blocked/);
       expect(log).toMatch(/TINY-GUEST: tcp gateway blocked/);
-      expect(connections).toBe(0);
+      expect(host?.connections()).toBe(0);
       expect(await httpGet(guestIp(log), 8080)).toContain('tiny-guest-http');
       expect(droppedToPrivate(name)).toBeGreaterThan(0);
       expect((await runCliAsync(['vm', 'destroy', '--config', cfg, '--connect', uri])).status).toBe(0);

@@ -9,7 +9,6 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultImagePaths, imageVolumes } from '../../src/guest/index.js';
@@ -19,13 +18,12 @@ import {
   droppedToPrivate,
   guestIp,
   httpGet,
-  isolatedNetworkXml,
-  networkDnsmasqConf,
   removeTierObjects,
   serialUntilDone,
   startTier,
   stopTier,
   type TierDaemons,
+  tinyGuestNetwork,
 } from './tier.js';
 
 const uri = 'qemu:///system';
@@ -33,7 +31,7 @@ const tag = `ratest${process.pid}`;
 const pool = `${tag}-pool`;
 const network = `${tag}-net`;
 const subnet = '192.168.231';
-const gateway = `${subnet}.1`;
+const _gateway = `${subnet}.1`;
 
 function virsh(args: string[], allowFailure = false): string {
   const r = spawnSync('virsh', ['-q', '-c', uri, ...args], { encoding: 'utf8', timeout: 120_000 });
@@ -101,37 +99,19 @@ describe.skipIf(skip)('libvirt tier', () => {
   const defined: string[] = [];
   let daemons: TierDaemons | undefined;
 
-  /** A listener on the gateway address the guest tries to open a connection to (port 8099). */
-  let hostListener: Server;
-  let hostConnections = 0;
+  /** The network and the listener on the gateway address the guest tries to connect to. */
+  let host: Awaited<ReturnType<typeof tinyGuestNetwork>> | undefined;
 
   beforeAll(async () => {
     daemons = startTier();
     g = await guest();
     work = tempDir('appliance-libvirt-');
-    const netXml = join(work, 'net.xml');
-    // No <forward>: an isolated network that never reaches the host's LAN; its dnsmasq never
-    // forwards a guest's query to the host's resolvers (maybe off this machine).
-    writeFileSync(
-      netXml,
-      isolatedNetworkXml(network, `${tag.slice(0, 10)}br`, subnet, [{ ip: '192.0.2.7', name: 'probe.test' }]),
-    );
-    virsh(['net-define', netXml]);
-    virsh(['net-start', network]);
-    if (!/^no-resolv$/m.test(networkDnsmasqConf(network)))
-      throw new Error(`the dnsmasq of ${network} would forward guests' queries to the host's resolvers`);
-    hostListener = createServer((socket) => {
-      hostConnections++;
-      socket.end('host-hello\n');
-    });
-    await new Promise<void>((resolve, reject) => {
-      hostListener.once('error', reject);
-      hostListener.listen(8099, gateway, resolve);
-    });
+    // No <forward>: an isolated network that never reaches the host's LAN.
+    host = await tinyGuestNetwork(network, `${tag.slice(0, 10)}br`, subnet, work);
   }, 900_000);
 
   afterAll(() => {
-    hostListener?.close();
+    host?.close();
     removeTierObjects({ domains: defined, pool, network });
     if (daemons) stopTier(daemons);
   });
@@ -182,7 +162,7 @@ describe.skipIf(skip)('libvirt tier', () => {
   it("boots a real kernel from the emitted XML under TCG; the credential, DHCP and DNS reach the guest; the filter blocks the guest's own connections to private space but lets the host connect to the guest", async () => {
     const name = `${tag}-f`;
     const token = `glrt-test-${process.pid}`;
-    const before = hostConnections;
+    const before = host?.connections() ?? 0;
     const log = await bootGuest(name, true, token);
     expect(log).toMatch(/TINY-GUEST: booted/);
     expect(log).toContain(`TINY-GUEST: credential gitlab-runner.token=${token}`);
@@ -191,7 +171,7 @@ describe.skipIf(skip)('libvirt tier', () => {
     // The guest's new connections to a private address (the gateway) are dropped ...
     expect(log).toMatch(/TINY-GUEST: ping gateway blocked/);
     expect(log).toMatch(/TINY-GUEST: tcp gateway blocked/);
-    expect(hostConnections).toBe(before);
+    expect(host?.connections()).toBe(before);
     // ... while a connection from the host (a private address) to the guest gets its replies.
     const ip = guestIp(log);
     expect(ip, log).toMatch(/^192\.168\.231\.\d+$/);
@@ -301,11 +281,11 @@ describe.skipIf(skip)('libvirt tier', () => {
   }, 600_000);
 
   it('without the filter the same guest reaches the gateway (so the block above is the filter)', async () => {
-    const before = hostConnections;
+    const before = host?.connections() ?? 0;
     const log = await bootGuest(`${tag}-u`, false);
     expect(log).toMatch(/TINY-GUEST: ping gateway ok/);
     expect(log).toMatch(/TINY-GUEST: tcp gateway ok/);
-    expect(hostConnections).toBeGreaterThan(before);
+    expect(host?.connections()).toBeGreaterThan(before);
     expect(await httpGet(guestIp(log), 8080)).toContain('tiny-guest-http');
   }, 600_000);
 

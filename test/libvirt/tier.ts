@@ -15,6 +15,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { request } from 'node:http';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { commandExists, execAsync, processRunning, repoRoot } from '../helpers.js';
 
@@ -327,4 +328,31 @@ export function droppedToPrivate(name: string): number {
     .split('\n')
     .filter((l) => /\bDROP\b/.test(l) && /192\.168\.0\.0\/16/.test(l))
     .reduce((n, l) => n + Number(l.trim().split(/\s+/)[0] ?? 0), 0);
+}
+
+/**
+ * The tiny guest's network (test/fixtures/tiny-guest.sh): defineIsolatedNetwork's network with
+ * the DNS entry the guest asks for (probe.test → 192.0.2.7), refused when its dnsmasq would
+ * forward queries off this machine, and a listener on the gateway's port 8099 that answers
+ * "host-hello" to the guest's TCP probe and counts the connections it gets.
+ */
+export async function tinyGuestNetwork(
+  network: string,
+  bridge: string,
+  subnet: string,
+  dir: string,
+): Promise<{ connections: () => number; close: () => void }> {
+  defineIsolatedNetwork(network, bridge, subnet, dir, [{ ip: '192.0.2.7', name: 'probe.test' }]);
+  if (!/^no-resolv$/m.test(networkDnsmasqConf(network)))
+    throw new Error(`the dnsmasq of ${network} would forward guests' queries to the host's resolvers`);
+  let connections = 0;
+  const listener = createServer((socket) => {
+    connections++;
+    socket.end('host-hello\n');
+  });
+  await new Promise<void>((resolve, reject) => {
+    listener.once('error', reject);
+    listener.listen(8099, `${subnet}.1`, resolve);
+  });
+  return { connections: () => connections, close: () => listener.close() };
 }

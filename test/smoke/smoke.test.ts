@@ -10,7 +10,16 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { probeKvm } from '../../src/guest/index.js';
-import { commandExists, execAsync, repoRoot, runCli, runCliAsync, skipReason, tempDir } from '../helpers.js';
+import {
+  commandExists,
+  execAsync,
+  qemuWith,
+  repoRoot,
+  runCli,
+  runCliAsync,
+  skipReason,
+  tempDir,
+} from '../helpers.js';
 
 function prerequisite(): string | undefined {
   if (process.env.APPLIANCE_SKIP_SMOKE_TIER) return 'APPLIANCE_SKIP_SMOKE_TIER is set';
@@ -30,13 +39,6 @@ function prerequisite(): string | undefined {
   return undefined;
 }
 const skip = skipReason('smoke tier', prerequisite());
-
-/** QEMU processes whose command line mentions `marker`. */
-function qemuWith(marker: string): string {
-  return spawnSync('sh', ['-c', `pgrep -a qemu-system | grep -F -- '${marker}' || true`], {
-    encoding: 'utf8',
-  }).stdout.trim();
-}
 
 describe.skipIf(skip)('appliance smoke on the stand-in image', () => {
   let image: { kernel: string; rootfs: string };
