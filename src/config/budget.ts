@@ -1,15 +1,27 @@
 /**
  * dataDisk.budget: what Docker may use of the data disk, and the figures each enforcer gets
- * from it. One rule, written once: images (docuum) get half of the budget, BuildKit's build
- * cache a quarter, and the last quarter is left for what is bounded by time rather than size
- * (unused volumes, stopped containers' layers, rotated container logs).
+ * from it. One rule, written once: images get half of the budget, BuildKit's build cache a
+ * quarter, and the last quarter is left for what is bounded by time rather than size (unused
+ * volumes, stopped containers' layers, rotated container logs).
  */
 import { parseSize } from './values.js';
 
-/** The share of the budget docuum may fill with images, unless docuum.threshold is set. */
+/** The share of the budget for images. */
 export const imageShare = 0.5;
-/** The share of the budget BuildKit keeps as build cache (builder.gc defaultKeepStorage). */
+/**
+ * The share of the budget for BuildKit's build cache (builder.gc defaultKeepStorage, and the
+ * appliance-build-cache-trim timer, which keeps it with Docker's containerd image store).
+ */
 export const buildCacheShare = 0.25;
+/**
+ * docuum's --threshold as a share of the budget, unless docuum.threshold is set. docuum compares
+ * it with the "Images" size of `docker system df`, which with Docker's containerd image store
+ * counts the unpacked layers (snapshots) of the images and of the build cache, but not the
+ * images' compressed layers that containerd keeps beside them (as large as the unpacked ones at
+ * worst, for layers that do not compress). So images and build cache together take at most
+ * twice this on disk: half of (images + build cache) keeps both within their shares.
+ */
+export const docuumShare = (imageShare + buildCacheShare) / 2;
 
 export const budgetPercentPattern = /^(\d+(?:\.\d+)?)\s*%$/;
 
@@ -76,8 +88,8 @@ export function budgetFigures(budget: Budget, docuumThreshold: string | undefine
   const buildCacheKeepBytes = Math.floor((budget.bytes * buildCacheShare) / 1024 ** 2) * 1024 ** 2;
   const derived =
     budget.kind === 'percent'
-      ? percentText(budget.percent * imageShare)
-      : docuumBytes(budget.bytes * imageShare);
+      ? percentText(budget.percent * docuumShare)
+      : docuumBytes(budget.bytes * docuumShare);
   return { bytes: budget.bytes, docuumThreshold: docuumThreshold ?? derived, buildCacheKeepBytes };
 }
 

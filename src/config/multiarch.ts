@@ -82,10 +82,10 @@ export const nativePlatform: Readonly<Record<Arch, string>> = {
 
 /**
  * Docker's storage driver (daemon.json's storage-driver, and what `docker info` reports as
- * Driver): overlay2 of the classic image store. With the containerd image store it would be
- * containerd's snapshotter, overlayfs ("overlay2" is then refused at the first image).
+ * Driver): with the containerd image store it is containerd's snapshotter, overlayfs
+ * ("overlay2", the classic store's driver, is refused at the first image).
  */
-export const dockerStorageDriver = 'overlay2';
+export const dockerStorageDriver = 'overlayfs';
 
 /** The default of multiarch.emulate for an appliance architecture. */
 export const defaultEmulated: Readonly<Record<Arch, readonly string[]>> = {

@@ -319,8 +319,9 @@ export function platformChecks(emulated: readonly string[], native: string): Smo
     checks.push({
       name: 'multiarch.buildx-two-platforms',
       command: [
-        // A multi-platform build with the default builder needs Docker's containerd image store.
-        `docker info --format '{{json .DriverStatus}}' | grep -q io.containerd.snapshotter || { echo "Docker's containerd image store is off (daemon.json features.containerd-snapshotter)" >&2; exit 4; }`,
+        // A multi-platform build with the default builder needs Docker's containerd image store
+        // (daemon.json turns it on).
+        `docker info --format '{{json .DriverStatus}}' | grep -q io.containerd.snapshotter || { echo "Docker's containerd image store is off: daemon.json has no features.containerd-snapshotter" >&2; exit 4; }`,
         'dir=$(mktemp -d) && cat >"$dir/context.tar"',
         `docker buildx build -q --platform ${buildxPlatforms.join(',')} --output type=oci,dest="$dir/image.tar" - <"$dir/context.tar" >/dev/null || exit`,
         // index.json, then every blob it names, one per line (BuildKit writes one-line JSON).
@@ -333,7 +334,8 @@ export function platformChecks(emulated: readonly string[], native: string): Smo
       stdin: (ctx) =>
         ctx.buildContext ?? noPlatformImage(buildxPlatforms.find((p) => !ctx.platformImages?.[p]) ?? ''),
       judge: (r) => {
-        if (r.code === 4) return { skip: `${r.stderr.trim().split('\n').pop() ?? ''}: the build needs it` };
+        if (r.code === 4)
+          return `${r.stderr.trim().split('\n').pop() ?? ''}: a multi-platform build needs it`;
         if (r.code !== 0)
           return `docker buildx build failed (exit ${r.code}): ${r.stderr.trim().split('\n').pop() ?? ''}`;
         const listed = new Set<string>();

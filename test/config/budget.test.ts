@@ -19,23 +19,23 @@ describe('dataDisk.budget', () => {
     for (const bad of ['0%', '101%', 'lots', '-5G']) expect(parseBudget(bad, G), bad).toBeUndefined();
   });
 
-  it('the default is 80% of the disk: docuum gets 40% of the disk, BuildKit a quarter of the budget', () => {
+  it('the default is 80% of the disk: docuum gets 30% of the disk (half of images + build cache), BuildKit a quarter of the budget', () => {
     const c = load('{}');
     expect(c.dataDisk.budget).toBe('80%');
-    expect(c.budget).toEqual({ bytes: 16 * G, docuumThreshold: '40%', buildCacheKeepBytes: 4 * G });
+    expect(c.budget).toEqual({ bytes: 16 * G, docuumThreshold: '30%', buildCacheKeepBytes: 4 * G });
     expect(c.volumeMaxIdleSeconds).toBe(7 * 86400);
     expect(c.journal.maxUse).toBe('64M');
   });
 
   it('a size budget gives docuum a size (whole MiB) and BuildKit whole MiB', () => {
     const c = load('dataDisk: {size: 2G, budget: 1G, volumeMaxIdle: 12h}\n');
-    expect(c.budget).toEqual({ bytes: G, docuumThreshold: '512 MiB', buildCacheKeepBytes: 256 * M });
+    expect(c.budget).toEqual({ bytes: G, docuumThreshold: '384 MiB', buildCacheKeepBytes: 256 * M });
     expect(c.volumeMaxIdleSeconds).toBe(12 * 3600);
     expect(budgetFigures({ kind: 'size', bytes: 3 * G, percent: 30 }, undefined).docuumThreshold).toBe(
-      '1536 MiB',
+      '1152 MiB',
     );
-    expect(budgetFigures({ kind: 'size', bytes: 4 * G, percent: 30 }, undefined).docuumThreshold).toBe(
-      '2 GiB',
+    expect(budgetFigures({ kind: 'size', bytes: 8 * G, percent: 30 }, undefined).docuumThreshold).toBe(
+      '3 GiB',
     );
   });
 

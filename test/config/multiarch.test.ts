@@ -81,9 +81,10 @@ describe('multiarch.emulate', () => {
     ])
       expect(x86.split('\n')).toContain(line);
     const daemon = JSON.parse(text(tree, 'board/rootfs-overlay/etc/docker/daemon.json') ?? '{}');
-    // The containerd image store is off for now (src/render/files.ts says why): the classic store.
-    expect(daemon.features).toBeUndefined();
-    expect(daemon['storage-driver']).toBe('overlay2');
+    // Docker's containerd image store (a multi-platform build with the default builder needs it),
+    // whose snapshotter is overlayfs: "overlay2" would be refused at the first image.
+    expect(daemon.features).toEqual({ 'containerd-snapshotter': true });
+    expect(daemon['storage-driver']).toBe('overlayfs');
     expect(text(tree, 'board/post-build.sh')).toMatch(
       /^ln -sfn \/run\/root-docker "\$\{TARGET_DIR\}\/root\/\.docker"$/m,
     );

@@ -4,7 +4,7 @@
  * smoke job's script runs, line by line as a runner would, against the stand-in image.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
@@ -159,6 +159,7 @@ describe.skipIf(skipReason('smoke tier: the CI template smoke job', smokePrerequ
         const junit = readFileSync(join(project, 'smoke', 'junit.xml'), 'utf8');
         expect(junit).toContain('<testcase name="docker.run-imported-image"');
         expect(junit).not.toMatch(/<failure/);
+        if (!process.env.APPLIANCE_KEEP_TEST_WORK) rmSync(project, { recursive: true, force: true });
       },
       40 * 60_000,
     );

@@ -24,7 +24,7 @@ describe('the budget in the rendered overlay', () => {
     const daemon = JSON.parse(text('etc/docker/daemon.json'));
     expect(daemon.builder).toEqual({ gc: { enabled: true, defaultKeepStorage: '256MB' } });
     expect(text('usr/lib/systemd/system/docuum.service')).toContain(
-      'ExecStart=/usr/bin/docuum --threshold "512 MiB" --deletion-chunk-size 1',
+      'ExecStart=/usr/bin/docuum --threshold "384 MiB" --deletion-chunk-size 1',
     );
     const journald = text('etc/systemd/journald.conf.d/50-appliance.conf');
     expect(journald).toMatch(/^Storage=volatile$/m);
@@ -42,7 +42,7 @@ describe('the budget in the rendered overlay', () => {
 
   it('a percentage budget gives docuum a percentage of the disk; an explicit threshold wins', () => {
     let text = render('dataDisk: {size: 40G, budget: 60%}\n');
-    expect(text('usr/lib/systemd/system/docuum.service')).toContain('--threshold "30%%"');
+    expect(text('usr/lib/systemd/system/docuum.service')).toContain('--threshold "22.5%%"');
     // 60% of 40 GiB = 24 GiB; a quarter of it is 6 GiB.
     expect(JSON.parse(text('etc/docker/daemon.json')).builder.gc.defaultKeepStorage).toBe('6144MB');
     text = render('dataDisk: {size: 40G, budget: 60%}\ndocuum: {threshold: "10 GB"}\n');
@@ -56,7 +56,7 @@ describe('the budget in the rendered overlay', () => {
     expect(daemon.builder.gc.defaultKeepStorage).toBe('4096MB');
     expect(
       readFileSync(join(repoRoot, 'external', overlay, 'usr/lib/systemd/system/docuum.service'), 'utf8'),
-    ).toContain('--threshold "40%%"');
+    ).toContain('--threshold "30%%"');
   });
 });
 
@@ -183,5 +183,95 @@ describe('volume-cleanup (the script in the overlay, with a fake docker)', () =>
     expect(r.status).not.toBe(0);
     expect(t.calls()).not.toMatch(/volume rm/);
     expect(existsSync(join(t.dir, 'data/appliance/volumes-last-used'))).toBe(false);
+  });
+});
+
+const trimScript = join(repoRoot, 'rootfs-overlay/usr/libexec/appliance/build-cache-trim');
+
+/**
+ * A fake docker for build-cache-trim: the build cache is $FAKE/records, one "age-seconds bytes
+ * [in-use]" line per record; `buildx du` prints their total as Docker does (decimal units), and
+ * `builder prune --all --force [--filter until=AGE]` removes the records not in use (older than AGE).
+ */
+const fakeBuildx = `#!/bin/sh
+echo "$*" >>"$FAKE/calls"
+case "$*" in
+"buildx du")
+	awk '{ t += $2 } END { printf "ID\\tRECLAIMABLE\\tSIZE\\tLAST ACCESSED\\nShared:\\t\\t%.1fMB\\nPrivate:\\t20.58kB\\nReclaimable:\\t%.1fMB\\nTotal:\\t\\t%.1fMB\\n", t / 1e6, t / 1e6, t / 1e6 }' "$FAKE/records" ;;
+"builder prune --all --force") awk '$3 == "in-use"' "$FAKE/records" >"$FAKE/r.new"; mv "$FAKE/r.new" "$FAKE/records" ;;
+"builder prune --all --force --filter until="*)
+	age=\${6#until=}; n=\${age%[hm]}; case "$age" in *h) s=$((n * 3600)) ;; *m) s=$((n * 60)) ;; esac
+	awk -v s="$s" '$1 < s || $3 == "in-use"' "$FAKE/records" >"$FAKE/r.new"; mv "$FAKE/r.new" "$FAKE/records" ;;
+*) echo "fake docker: unexpected $*" >&2; exit 99 ;;
+esac
+`;
+
+describe('build-cache-trim (the script in the overlay, with a fake docker)', () => {
+  const MB = 1e6;
+  const setup = (records: string[]) => {
+    const dir = tempDir('build-cache-trim-');
+    const bin = join(dir, 'bin');
+    spawnSync('mkdir', ['-p', bin]);
+    writeFileSync(join(bin, 'docker'), fakeBuildx);
+    chmodSync(join(bin, 'docker'), 0o755);
+    writeFileSync(join(dir, 'records'), records.map((l) => `${l}\n`).join(''));
+    writeFileSync(join(dir, 'calls'), '');
+    const run = (keep: number) =>
+      spawnSync('sh', [trimScript], {
+        encoding: 'utf8',
+        env: { PATH: `${bin}:/usr/bin:/bin`, FAKE: dir, BUILD_CACHE_KEEP_BYTES: String(keep) },
+      });
+    const left = () => readFileSync(join(dir, 'records'), 'utf8').trim().split('\n').filter(Boolean);
+    const prunes = () => readFileSync(join(dir, 'calls'), 'utf8').match(/^builder prune.*$/gm) ?? [];
+    return { run, left, prunes };
+  };
+
+  it('under the share: prunes nothing and says nothing', () => {
+    const t = setup([`60 ${200 * MB}`]);
+    const r = t.run(256 * 1024 ** 2);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toBe('');
+    expect(t.prunes()).toEqual([]);
+  });
+
+  it('over the share: removes the least recently used records first, and stops once under it', () => {
+    // A week-old 300 MB record, a 2 h old 150 MB one, a fresh 100 MB one: 550 MB, share 256 MiB.
+    const t = setup([`700000 ${300 * MB}`, `7200 ${150 * MB}`, `30 ${100 * MB}`]);
+    const r = t.run(256 * 1024 ** 2);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^build cache: 524 MiB, over its 256 MiB share of the budget$/m);
+    // 168h takes the week-old record (250 MB = 238 MiB left: under the share).
+    expect(t.prunes()).toEqual(['builder prune --all --force --filter until=168h']);
+    expect(r.stdout).toMatch(/^removed the records unused for 168h: 238 MiB left$/m);
+    expect(t.left()).toEqual([`7200 ${150 * MB}`, `30 ${100 * MB}`]);
+  });
+
+  it('as a last step removes every record no build uses; one in use stays, and is reported', () => {
+    const t = setup([`30 ${200 * MB}`, `10 ${300 * MB} in-use`]);
+    const r = t.run(256 * 1024 ** 2);
+    expect(r.status, r.stderr).toBe(0);
+    expect(t.prunes().at(-1)).toBe('builder prune --all --force');
+    expect(t.prunes()).toHaveLength(8);
+    expect(t.left()).toEqual([`10 ${300 * MB} in-use`]);
+    expect(r.stdout).toMatch(/^removed every record no build is using: 286 MiB left$/m);
+    expect(r.stdout).toMatch(/^build cache still 286 MiB: the rest is in use by running builds$/m);
+  });
+
+  it('fails, pruning nothing, when the size cannot be read (Docker down, or output it does not know)', () => {
+    const empty = setup([]);
+    expect(empty.run(1).status).toBe(0); // an empty cache: "Total: 0.0MB"
+    const dir = tempDir('build-cache-trim-down-');
+    writeFileSync(join(dir, 'docker'), '#!/bin/sh\necho "Cannot connect to the Docker daemon" >&2\nexit 1\n');
+    chmodSync(join(dir, 'docker'), 0o755);
+    const r = spawnSync('sh', [trimScript], {
+      encoding: 'utf8',
+      env: { PATH: `${dir}:/usr/bin:/bin`, BUILD_CACHE_KEEP_BYTES: '1' },
+    });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/cannot read the build cache size from docker buildx du/);
+    expect(readFileSync(join(dir, 'docker'), 'utf8')).not.toMatch(/prune/);
+    const unset = spawnSync('sh', [trimScript], { encoding: 'utf8', env: { PATH: '/usr/bin:/bin' } });
+    expect(unset.status).not.toBe(0);
+    expect(unset.stderr).toMatch(/BUILD_CACHE_KEEP_BYTES is not set/);
   });
 });

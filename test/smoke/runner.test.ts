@@ -198,7 +198,7 @@ describe('the smoke check runner', () => {
       'data-disk.fills-device': `${4 * 1024 ** 3}\n1048576\n4096\n`,
       'data-disk.var-lib-containerd': '/dev/vdb[/containerd] ext4\n/dev/vdb\n',
       'docker.active': 'ActiveState=active\nActiveEnterTimestampMonotonic=30000000\n40.12 70.00\n',
-      'docker.info': 'overlay2 2 [["Backing Filesystem","extfs"]]\n',
+      'docker.info': 'overlayfs 2 [["driver-type","io.containerd.snapshotter.v1"]]\n',
       'docker.run-imported-image': 'smoke-ok\n',
       'docuum.active': 'active\n',
       'gitlab-runner.state': 'ActiveState=inactive\nResult=success\nConditionResult=no\nunconfigured\n',
