@@ -274,6 +274,9 @@ export function configChecks(config: ApplianceConfig): SmokeCheck[] {
   }));
 }
 
+/** What the buildx check prints between the OCI documents it reads out of the tarball. */
+export const ociSeparator = '--- end of OCI document ---';
+
 /** The platforms of the two-platform buildx check. */
 export const buildxPlatforms = ['linux/amd64', 'linux/arm64'] as const;
 
@@ -324,9 +327,10 @@ export function platformChecks(emulated: readonly string[], native: string): Smo
         `docker info --format '{{json .DriverStatus}}' | grep -q io.containerd.snapshotter || { echo "Docker's containerd image store is off: daemon.json has no features.containerd-snapshotter" >&2; exit 4; }`,
         'dir=$(mktemp -d) && cat >"$dir/context.tar"',
         `docker buildx build -q --platform ${buildxPlatforms.join(',')} --output type=oci,dest="$dir/image.tar" - <"$dir/context.tar" >/dev/null || exit`,
-        // index.json, then every blob it names, one per line (BuildKit writes one-line JSON).
-        'tar -xOf "$dir/image.tar" index.json; echo',
-        'for d in $(tar -xOf "$dir/image.tar" index.json | grep -o \'sha256:[0-9a-f]*\' | sed s/^sha256://); do tar -xOf "$dir/image.tar" "blobs/sha256/$d"; echo; done',
+        // index.json, then every blob it names (the image index BuildKit nests in it), each
+        // followed by a separator line: BuildKit writes some of them one-line, some indented.
+        `tar -xOf "$dir/image.tar" index.json; printf '\\n${ociSeparator}\\n'`,
+        `for d in $(tar -xOf "$dir/image.tar" index.json | grep -o 'sha256:[0-9a-f]*' | sed s/^sha256://); do tar -xOf "$dir/image.tar" "blobs/sha256/$d"; printf '\\n${ociSeparator}\\n'; done`,
         'rm -rf "$dir"',
       ].join('\n'),
       timeout: 'deadline',
@@ -339,12 +343,12 @@ export function platformChecks(emulated: readonly string[], native: string): Smo
         if (r.code !== 0)
           return `docker buildx build failed (exit ${r.code}): ${r.stderr.trim().split('\n').pop() ?? ''}`;
         const listed = new Set<string>();
-        for (const line of r.stdout.split('\n')) {
+        for (const blob of r.stdout.split(`\n${ociSeparator}\n`)) {
           let doc: { manifests?: { platform?: { os?: string; architecture?: string } }[] };
           try {
-            doc = JSON.parse(line);
+            doc = JSON.parse(blob);
           } catch {
-            continue;
+            continue; // a blob that is not JSON (a layer)
           }
           for (const m of doc.manifests ?? [])
             if (m.platform?.os && m.platform.architecture)

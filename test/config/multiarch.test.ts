@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { emulatedPlatforms, emulatedTargets, parseAppliance } from '../../src/config/index.js';
 import { buildTree } from '../../src/render/files.js';
-import { builtinChecks, platformChecks } from '../../src/smoke/checks.js';
+import { builtinChecks, ociSeparator, platformChecks } from '../../src/smoke/checks.js';
 import type { ExecResult } from '../../src/smoke/ssh.js';
 import { repoRoot, runCliAsync, tempDir } from '../helpers.js';
 
@@ -149,20 +149,39 @@ describe('multiarch smoke checks', () => {
 
   it('the buildx check reads the nested OCI index and wants both platforms', () => {
     const buildx = platformChecks(['linux/arm64'], 'linux/amd64').at(-1);
-    // What BuildKit writes: index.json naming an image index, that index listing the platforms.
+    // What BuildKit 0.13 wrote in the stand-in: a one-line index.json naming an image index,
+    // and that index indented, listing the platforms and an attestation manifest; the check
+    // prints each document followed by a separator line.
     const top = JSON.stringify({
       schemaVersion: 2,
       manifests: [{ mediaType: 'application/vnd.oci.image.index.v1+json', digest: 'sha256:ab' }],
     });
     const nested = (archs: string[]) =>
-      JSON.stringify({
-        schemaVersion: 2,
-        manifests: archs.map((a) => ({ digest: 'sha256:cd', platform: { os: 'linux', architecture: a } })),
-      });
-    expect(buildx?.judge(result(`${top}\n${nested(['amd64', 'arm64'])}\n`), ctx)).toBeUndefined();
-    expect(buildx?.judge(result(`${top}\n${nested(['amd64'])}\n`), ctx)).toMatch(
-      /lists linux\/amd64, not linux\/arm64/,
+      JSON.stringify(
+        {
+          schemaVersion: 2,
+          manifests: [
+            ...archs.map((a) => ({ digest: 'sha256:cd', platform: { os: 'linux', architecture: a } })),
+            {
+              digest: 'sha256:ef',
+              annotations: { 'vnd.docker.reference.type': 'attestation-manifest' },
+              platform: { architecture: 'unknown', os: 'unknown' },
+            },
+          ],
+        },
+        null,
+        2,
+      );
+    const out = (...docs: string[]) => docs.map((d) => `${d}\n${ociSeparator}\n`).join('');
+    expect(buildx?.judge(result(out(top, nested(['amd64', 'arm64']))), ctx)).toBeUndefined();
+    expect(buildx?.judge(result(out(top, nested(['amd64']))), ctx)).toMatch(
+      /lists linux\/amd64, unknown\/unknown, not linux\/arm64/,
     );
+    expect(buildx?.judge(result(out(top)), ctx)).toMatch(/lists no platform, not linux\/amd64, linux\/arm64/);
+    // Docker's containerd image store off: a failure (the appliance turns it on), not a skip.
+    expect(
+      buildx?.judge({ ...result('', 4), stderr: "Docker's containerd image store is off: …\n" }, ctx),
+    ).toMatch(/image store is off: .*a multi-platform build needs it/);
     expect(buildx?.judge(result('', 1), ctx)).toMatch(/buildx build failed/);
   });
 });

@@ -19,7 +19,7 @@
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { VmReport } from '../../src/fleet/index.js';
 import { imageVolumes, libvirtSerialLog, poolPath } from '../../src/guest/index.js';
 import { keptPairs, recordedDigests } from '../../src/libvirt/index.js';
@@ -187,6 +187,12 @@ describe.skipIf(skip)('libvirt tier: fleet apply over three hosts', () => {
     step('set-up (images, network, two sshd)');
   }, 1_800_000);
 
+  let failed = false;
+  beforeEach(({ onTestFailed }) => {
+    onTestFailed(() => {
+      failed = true;
+    });
+  });
   afterAll(() => {
     process.stderr.write(`\n${log.join('\n')}\n`);
     removeTierObjects({ domains: names, pool, network });
@@ -198,8 +204,9 @@ describe.skipIf(skip)('libvirt tier: fleet apply over three hosts', () => {
       }
     }
     if (daemons) stopTier(daemons);
-    // Its images and disks: ≈ 370 MiB a run.
-    if (work && !process.env.APPLIANCE_KEEP_TEST_WORK) rmSync(work, { recursive: true, force: true });
+    // Its images and disks (≈ 370 MiB a run) go, unless a test failed: its error names its logs.
+    if (work && !failed && !process.env.APPLIANCE_KEEP_TEST_WORK)
+      rmSync(work, { recursive: true, force: true });
   });
 
   it('A on all, a broken image stops at host 1 (rolled back, the rest untouched), B on all; markers survive', async () => {

@@ -8,7 +8,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { probeKvm } from '../../src/guest/index.js';
 import {
   commandExists,
@@ -71,9 +71,16 @@ describe.skipIf(skip)('appliance smoke on the stand-in image', () => {
     platformImages = JSON.parse(images.trim().split('\n').pop() ?? '{}');
     work = tempDir('appliance-smoke-test-');
   }, 40 * 60_000);
-  // Its data disks and reports: ≈ 200 MiB a run.
+  // Its data disks and reports (≈ 200 MiB a run) go, unless a test failed: its error names them.
+  let failed = false;
+  beforeEach(({ onTestFailed }) => {
+    onTestFailed(() => {
+      failed = true;
+    });
+  });
   afterAll(() => {
-    if (work && !process.env.APPLIANCE_KEEP_TEST_WORK) rmSync(work, { recursive: true, force: true });
+    if (work && !failed && !process.env.APPLIANCE_KEEP_TEST_WORK)
+      rmSync(work, { recursive: true, force: true });
   });
 
   // One boot for two things: the passing run is also the one given a data disk (grown by `disk grow`).
