@@ -262,7 +262,7 @@ export const applianceSchema = z
           .optional()
           .meta({
             description:
-              'Disk use of Docker images above which docuum deletes the least recently used. Unset: half of dataDisk.budget (a percentage of the disk when the budget is one).',
+              'Disk use of Docker images (as `docker system df` counts it) above which docuum deletes the least recently used. Unset: three eighths of dataDisk.budget, half of images + build cache, since with the containerd image store that count includes the build cache and leaves out the images\' compressed layers (a percentage of the disk when the budget is one).',
           }),
         keep: z
           .array(regularExpression)
@@ -300,7 +300,7 @@ export const applianceSchema = z
           .default('80%')
           .meta({
             description:
-              'What Docker may use of the data disk (a size, or a percentage of dataDisk.size): docuum gets half of it for images (unless docuum.threshold is set), BuildKit a quarter for build cache (builder.gc defaultKeepStorage); the rest is for volumes, containers and logs, bounded by time.',
+              'What Docker may use of the data disk (a size, or a percentage of dataDisk.size): half of it is for images (docuum), a quarter for build cache (the build cache trim timer and builder.gc defaultKeepStorage); the rest is for volumes, containers and logs, bounded by time.',
           }),
         volumeMaxIdle: matching(/^\d+\s*[smhdw]$/, 'a duration such as "7d", "12h" or "2w"')
           .default('7d')
