@@ -262,7 +262,7 @@ export const applianceSchema = z
           .optional()
           .meta({
             description:
-              'Disk use of Docker images (as `docker system df` counts it) above which docuum deletes the least recently used. Unset: three eighths of dataDisk.budget, half of images + build cache, since with the containerd image store that count includes the build cache and leaves out the images\' compressed layers (a percentage of the disk when the budget is one).',
+              "Disk use of Docker images (as `docker system df` counts it) above which docuum deletes the least recently used. Unset: three eighths of dataDisk.budget, half of images + build cache, since with the containerd image store that count includes the build cache and leaves out the images' compressed layers (a percentage of the disk when the budget is one).",
           }),
         keep: z
           .array(regularExpression)
