@@ -212,7 +212,10 @@ describe.skipIf(skip)('the data disk budget on the stand-in image (TCG)', () => 
       // The running container that must survive, with its volume and a marker in it.
       await sh(
         [
-          'systemctl stop appliance-volume-cleanup.timer',
+          // The enforcers' timers wait until the fill is done (under a loaded host the builds take
+          // minutes, and a cold CI run saw the trim's timer empty the cache before the test's own
+          // run of it); the test runs them itself below, and starts the timers again after.
+          'systemctl stop appliance-volume-cleanup.timer appliance-build-cache-trim.timer',
           'docker volume create keep-vol >/dev/null',
           "docker run -d --name keeper --network none -v keep-vol:/v budget-base:local /bin/busybox sh -c 'echo marker-ok > /v/marker; /bin/busybox dd if=/dev/zero of=/v/data bs=1M count=50 2>/dev/null; exec /bin/busybox sleep 100000' >/dev/null",
         ].join(' && '),
@@ -295,6 +298,7 @@ describe.skipIf(skip)('the data disk budget on the stand-in image (TCG)', () => 
         'systemctl start appliance-build-cache-trim.service; journalctl -u appliance-build-cache-trim.service -o cat --no-pager _SYSTEMD_INVOCATION_ID=$(systemctl show -p InvocationID --value appliance-build-cache-trim.service)',
         300,
       );
+      await sh('systemctl start appliance-build-cache-trim.timer');
       log(`build cache trim: ${trim.stdout.trim().replaceAll('\n', ' | ')}`);
       expect(trim.stdout).toMatch(/^build cache: \d+ MiB, over its 256 MiB share of the budget$/m);
       expect(trim.stdout).toMatch(/^removed .*: \d+ MiB left$/m);
