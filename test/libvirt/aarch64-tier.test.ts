@@ -29,7 +29,6 @@ const tag = `raarm${process.pid}`;
 const pool = `${tag}-pool`;
 const network = `${tag}-net`;
 const subnet = '192.168.232';
-const _gateway = `${subnet}.1`;
 
 function prerequisite(): string | undefined {
   if (process.env.APPLIANCE_SKIP_SMOKE_TIER) return 'APPLIANCE_SKIP_SMOKE_TIER is set';

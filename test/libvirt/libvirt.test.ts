@@ -31,7 +31,6 @@ const tag = `ratest${process.pid}`;
 const pool = `${tag}-pool`;
 const network = `${tag}-net`;
 const subnet = '192.168.231';
-const _gateway = `${subnet}.1`;
 
 function virsh(args: string[], allowFailure = false): string {
   const r = spawnSync('virsh', ['-q', '-c', uri, ...args], { encoding: 'utf8', timeout: 120_000 });
