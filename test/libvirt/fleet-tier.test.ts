@@ -17,13 +17,14 @@
  * The marker survives every step on every data disk. Everything defined here is removed.
  */
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { VmReport } from '../../src/fleet/index.js';
 import { imageVolumes, libvirtSerialLog, poolPath } from '../../src/guest/index.js';
 import { keptPairs, recordedDigests } from '../../src/libvirt/index.js';
 import { execAsync, runCliAsync, skipReason, tempDir } from '../helpers.js';
+import { workFolderRemover } from '../work-folder.js';
 import {
   defineIsolatedNetwork,
   guestSsh,
@@ -187,12 +188,7 @@ describe.skipIf(skip)('libvirt tier: fleet apply over three hosts', () => {
     step('set-up (images, network, two sshd)');
   }, 1_800_000);
 
-  let failed = false;
-  beforeEach(({ onTestFailed }) => {
-    onTestFailed(() => {
-      failed = true;
-    });
-  });
+  const removeWork = workFolderRemover();
   afterAll(() => {
     process.stderr.write(`\n${log.join('\n')}\n`);
     removeTierObjects({ domains: names, pool, network });
@@ -205,8 +201,7 @@ describe.skipIf(skip)('libvirt tier: fleet apply over three hosts', () => {
     }
     if (daemons) stopTier(daemons);
     // Its images and disks (≈ 370 MiB a run) go, unless a test failed: its error names its logs.
-    if (work && !failed && !process.env.APPLIANCE_KEEP_TEST_WORK)
-      rmSync(work, { recursive: true, force: true });
+    removeWork(work);
   });
 
   it('A on all, a broken image stops at host 1 (rolled back, the rest untouched), B on all; markers survive', async () => {

@@ -6,9 +6,9 @@
  * and a timeout. Each run must leave no QEMU behind.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { probeKvm } from '../../src/guest/index.js';
 import {
   commandExists,
@@ -20,6 +20,7 @@ import {
   skipReason,
   tempDir,
 } from '../helpers.js';
+import { workFolderRemover } from '../work-folder.js';
 
 function prerequisite(): string | undefined {
   if (process.env.APPLIANCE_SKIP_SMOKE_TIER) return 'APPLIANCE_SKIP_SMOKE_TIER is set';
@@ -72,16 +73,8 @@ describe.skipIf(skip)('appliance smoke on the stand-in image', () => {
     work = tempDir('appliance-smoke-test-');
   }, 40 * 60_000);
   // Its data disks and reports (≈ 200 MiB a run) go, unless a test failed: its error names them.
-  let failed = false;
-  beforeEach(({ onTestFailed }) => {
-    onTestFailed(() => {
-      failed = true;
-    });
-  });
-  afterAll(() => {
-    if (work && !failed && !process.env.APPLIANCE_KEEP_TEST_WORK)
-      rmSync(work, { recursive: true, force: true });
-  });
+  const removeWork = workFolderRemover();
+  afterAll(() => removeWork(work));
 
   // One boot for two things: the passing run is also the one given a data disk (grown by `disk grow`).
   it(
